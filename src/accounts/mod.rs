@@ -1,0 +1,191 @@
+//! Users: registration, lookup, and checking a login.
+
+pub mod passwords;
+
+use std::net::IpAddr;
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use time::{OffsetDateTime, PrimitiveDateTime};
+
+use crate::db::schema::users;
+use crate::db::{Db, DbError, with_conn};
+use crate::sessions::throttle::{LoginThrottle, ThrottleKeys};
+use crate::validate::{self, Invalid};
+use passwords::{HashError, Passwords};
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "USER",
+            Self::Admin => "ADMIN",
+        }
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "USER" => Ok(Self::User),
+            "ADMIN" => Ok(Self::Admin),
+            _ => Err(format!("unknown role {value:?}")),
+        }
+    }
+}
+
+/// A registered user, without the password hash.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = users)]
+pub struct User {
+    pub id: i64,
+    pub username: String,
+    #[diesel(deserialize_as = String)]
+    pub role: Role,
+    pub created_at: PrimitiveDateTime,
+}
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("that username is taken")]
+    UsernameTaken,
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("too many failed logins; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+}
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
+
+/// The current time as stored: UTC without an offset.
+pub(crate) fn now() -> PrimitiveDateTime {
+    let now = OffsetDateTime::now_utc();
+    PrimitiveDateTime::new(now.date(), now.time())
+}
+
+impl User {
+    /// The user with this id, if any.
+    pub async fn find(db: &Db, id: i64) -> Result<Option<User>, DbError> {
+        Ok(with_conn!(db, conn => users::table
+            .find(id)
+            .select(User::as_select())
+            .first(conn)
+            .await
+            .optional()?))
+    }
+
+    /// The users with these ids (those that exist), in no particular order.
+    pub async fn find_many(db: &Db, ids: &[i64]) -> Result<Vec<User>, DbError> {
+        Ok(with_conn!(db, conn => users::table
+            .filter(users::id.eq_any(ids))
+            .select(User::as_select())
+            .load(conn)
+            .await?))
+    }
+
+    /// The user and password hash for a username, matched in any case.
+    async fn find_credentials(db: &Db, username: &str) -> Result<Option<(User, String)>, DbError> {
+        let key = username.to_ascii_lowercase();
+        Ok(with_conn!(db, conn => users::table
+            .filter(lower(users::username).eq(&key))
+            .select((User::as_select(), users::password_hash))
+            .first(conn)
+            .await
+            .optional()?))
+    }
+
+    async fn username_exists(db: &Db, username: &str) -> Result<bool, DbError> {
+        let key = username.to_ascii_lowercase();
+        Ok(with_conn!(db, conn => diesel::select(diesel::dsl::exists(
+            users::table.filter(lower(users::username).eq(&key)),
+        ))
+        .get_result(conn)
+        .await?))
+    }
+}
+
+/// Creates an account after checking the contract's rules.
+pub async fn register(
+    db: &Db,
+    passwords: &Passwords,
+    username: &str,
+    password: &str,
+) -> Result<User, AccountError> {
+    validate::username(username)?;
+    validate::password(password)?;
+    // Checked before hashing so a taken name costs no argon2 work; the unique
+    // index still decides a race between two registrations.
+    if User::username_exists(db, username).await? {
+        return Err(AccountError::UsernameTaken);
+    }
+    let password_hash = passwords.hash(password).await?;
+    let inserted = with_conn!(db, conn => diesel::insert_into(users::table)
+        .values((
+            users::username.eq(username),
+            users::password_hash.eq(&password_hash),
+            users::role.eq(Role::User.as_str()),
+            users::created_at.eq(now()),
+        ))
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await);
+    match inserted {
+        Ok(user) => Ok(user),
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => Err(AccountError::UsernameTaken),
+        Err(err) => Err(DbError::from(err).into()),
+    }
+}
+
+/// Checks a login: throttled per username and client address, and the same
+/// answer and about the same time for an unknown user as for a wrong password.
+pub async fn authenticate(
+    db: &Db,
+    passwords: &Passwords,
+    throttle: &LoginThrottle,
+    username: &str,
+    password: &str,
+    client: IpAddr,
+) -> Result<User, AccountError> {
+    let keys = ThrottleKeys::new(username, client);
+    throttle.check(&keys).await?;
+    // Lengths outside the rules cannot match any account; they are checked
+    // (and counted) like any wrong password, without saying why.
+    let plausible = validate::username(username).is_ok() && validate::password(password).is_ok();
+    let found = if plausible {
+        User::find_credentials(db, username).await?
+    } else {
+        None
+    };
+    let permit = passwords.permit().await;
+    // Again, now that attempts queued ahead of this one have been counted: a
+    // burst of concurrent guesses gets no more tries than a sequence would.
+    throttle.check(&keys).await?;
+    let hash = found.as_ref().map(|(_, hash)| hash.as_str());
+    let password = if plausible { password } else { "" };
+    if passwords.verify(permit, password, hash).await
+        && let Some((user, _)) = found
+    {
+        throttle.succeeded(&keys).await?;
+        return Ok(user);
+    }
+    throttle.failed(&keys).await?;
+    Err(AccountError::InvalidCredentials)
+}

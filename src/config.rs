@@ -1,0 +1,251 @@
+//! Every setting: one clap struct read from flags, the environment and `.env`.
+//!
+//! Values arrive as text and are checked in [`Settings::validate`], so that a
+//! bad one ends the process with one line naming the environment variable
+//! (exit code 2), not clap's generic multi-line report.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use axum::http::{HeaderValue, Uri};
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::db::DatabaseUrl;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "blogql",
+    version,
+    about = "A GraphQL blog server with cookie sessions"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// What to do; `serve` when none is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Apply migrations, then serve GraphQL over HTTP (the default).
+    Serve,
+    /// Apply migrations and exit.
+    Migrate,
+    /// Write the GraphQL schema (SDL) to stdout.
+    PrintSchema,
+}
+
+/// Settings as given; see the README's table.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "BLOGQL_BIND",
+        default_value = "127.0.0.1:8000",
+        global = true
+    )]
+    pub bind: String,
+    /// `sqlite://PATH` (created on first start) or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://blogql.db",
+        global = true
+    )]
+    pub database_url: String,
+    /// Redis for sessions when instances scale out (not supported yet).
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+    /// The URL browsers use; `https://` turns on the cookie's `Secure` flag.
+    #[arg(
+        long,
+        env = "BLOGQL_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8000",
+        global = true
+    )]
+    pub public_url: String,
+    /// Overrides the `Secure` cookie flag implied by the public URL.
+    #[arg(long, env = "BLOGQL_COOKIE_SECURE", global = true)]
+    pub cookie_secure: Option<String>,
+    /// Comma-separated origins allowed to send credentialed cross-origin requests.
+    #[arg(long, env = "BLOGQL_CORS_ORIGINS", default_value = "", global = true)]
+    pub cors_origins: String,
+    /// A session unused for this long ends (humantime: `90s`, `15m`, `7d`).
+    #[arg(
+        long,
+        env = "BLOGQL_SESSION_IDLE_TIMEOUT",
+        default_value = "7d",
+        global = true
+    )]
+    pub session_idle_timeout: String,
+    /// A session ends this long after sign-in, however much it is used.
+    #[arg(
+        long,
+        env = "BLOGQL_SESSION_ABSOLUTE_TIMEOUT",
+        default_value = "30d",
+        global = true
+    )]
+    pub session_absolute_timeout: String,
+    /// Comma-separated proxy addresses/CIDRs whose `X-Forwarded-For` is believed.
+    #[arg(
+        long,
+        env = "BLOGQL_TRUSTED_PROXIES",
+        default_value = "",
+        global = true
+    )]
+    pub trusted_proxies: String,
+    /// Schema introspection on (`true`) or off (`false`).
+    #[arg(
+        long,
+        env = "BLOGQL_INTROSPECTION",
+        default_value = "true",
+        global = true
+    )]
+    pub introspection: String,
+}
+
+/// The validated settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    pub database_url: DatabaseUrl,
+    pub cookie_secure: bool,
+    pub cors_origins: Vec<HeaderValue>,
+    pub session_idle_timeout: Duration,
+    pub session_absolute_timeout: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+    pub introspection: bool,
+}
+
+/// A setting that cannot be used; its `Display` is the one line printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {reason}")]
+pub struct SettingError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+fn bad(name: &'static str, reason: impl Into<String>) -> SettingError {
+    SettingError {
+        name,
+        reason: reason.into(),
+    }
+}
+
+impl Settings {
+    /// Checks every setting, naming the first bad one.
+    pub fn validate(&self) -> Result<Config, SettingError> {
+        if self.redis_url.is_some() {
+            return Err(bad(
+                "REDIS_URL",
+                "the Redis session store is not available in this version; unset it to keep sessions in the database",
+            ));
+        }
+        let bind = self.bind.parse().map_err(|_| {
+            bad(
+                "BLOGQL_BIND",
+                format!("{:?} is not an address like 127.0.0.1:8000", self.bind),
+            )
+        })?;
+        let database_url = self
+            .database_url
+            .parse()
+            .map_err(|reason: String| bad("DATABASE_URL", reason))?;
+        let public_url: Uri = self
+            .public_url
+            .parse()
+            .ok()
+            .filter(|uri: &Uri| {
+                matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+            })
+            .ok_or_else(|| {
+                bad(
+                    "BLOGQL_PUBLIC_URL",
+                    format!("{:?} is not an http:// or https:// URL", self.public_url),
+                )
+            })?;
+        let cookie_secure = match &self.cookie_secure {
+            None => public_url.scheme_str() == Some("https"),
+            Some(value) => parse_bool(value)
+                .ok_or_else(|| bad("BLOGQL_COOKIE_SECURE", "expected true or false"))?,
+        };
+        let cors_origins = list(&self.cors_origins)
+            .map(|origin| {
+                let valid = origin != "*"
+                    && origin.parse::<Uri>().is_ok_and(|uri| {
+                        uri.scheme().is_some() && uri.host().is_some() && uri.path() == "/"
+                    })
+                    && !origin.ends_with('/');
+                valid
+                    .then(|| HeaderValue::from_str(origin).ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        bad("BLOGQL_CORS_ORIGINS", format!("{origin:?} is not an origin like https://app.example.com (no wildcard, path or trailing slash)"))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let session_idle_timeout =
+            duration("BLOGQL_SESSION_IDLE_TIMEOUT", &self.session_idle_timeout)?;
+        let session_absolute_timeout = duration(
+            "BLOGQL_SESSION_ABSOLUTE_TIMEOUT",
+            &self.session_absolute_timeout,
+        )?;
+        let trusted_proxies = list(&self.trusted_proxies)
+            .map(|entry| {
+                entry
+                    .parse::<IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        bad(
+                            "BLOGQL_TRUSTED_PROXIES",
+                            format!("{entry:?} is not an IP address or CIDR"),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        let introspection = parse_bool(&self.introspection)
+            .ok_or_else(|| bad("BLOGQL_INTROSPECTION", "expected true or false"))?;
+        Ok(Config {
+            bind,
+            database_url,
+            cookie_secure,
+            cors_origins,
+            session_idle_timeout,
+            session_absolute_timeout,
+            trusted_proxies,
+            introspection,
+        })
+    }
+}
+
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+fn duration(name: &'static str, value: &str) -> Result<Duration, SettingError> {
+    let parsed = humantime::parse_duration(value.trim()).map_err(|err| {
+        bad(
+            name,
+            format!("{value:?} is not a duration like 90s, 15m or 7d ({err})"),
+        )
+    })?;
+    if parsed < Duration::from_secs(1) {
+        return Err(bad(name, "must be at least 1s"));
+    }
+    Ok(parsed)
+}

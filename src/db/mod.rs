@@ -1,0 +1,262 @@
+//! The database: a pool for SQLite or PostgreSQL, chosen by `DATABASE_URL`.
+//!
+//! This is the only module that knows one backend from the other. Queries are
+//! written once, inside [`with_conn!`], which expands the body once per
+//! backend: diesel checks each expansion against its own backend, and nobody
+//! has to write a function generic over the connection type.
+//!
+//! Errors: model functions return [`DbError`]; what a client sees is decided
+//! in `graphql::error`.
+
+pub mod schema;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use diesel::SqliteConnection;
+use diesel::connection::InstrumentationEvent;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::{Pool, PoolError};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::FutureExt;
+
+/// An async SQLite connection: diesel's sync connection on tokio's blocking pool.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Applied to every SQLite connection. WAL lets readers run beside the one
+/// writer; `busy_timeout` makes a writer wait for the lock instead of failing.
+/// `synchronous = NORMAL` is durable across a crash of the process (not of
+/// the machine's power), the usual pairing with WAL.
+const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+
+const SQLITE_POOL_SIZE: usize = 8;
+const POSTGRES_POOL_SIZE: usize = 16;
+/// How long a request waits for a free connection (or a new one) before failing.
+const POOL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the data lives, parsed from `DATABASE_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://PATH`: a file, created on first start.
+    Sqlite(String),
+    /// `postgres://…` or `postgresql://…`, passed to the driver as given.
+    Postgres(String),
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path, e.g. sqlite://blogql.db".into());
+            }
+            Ok(Self::Sqlite(path.to_owned()))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_owned()))
+        } else {
+            Err("expected sqlite://PATH or postgres://USER@HOST/DATABASE".into())
+        }
+    }
+}
+
+/// Never prints a PostgreSQL password.
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{path}"),
+            Self::Postgres(_) => f.write_str("postgres://…"),
+        }
+    }
+}
+
+/// A failed database operation.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("no database connection available: {0}")]
+    Pool(#[from] PoolError),
+    #[error("query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+}
+
+/// Why the database could not be opened at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("cannot apply migrations: {0}")]
+    Migrate(String),
+}
+
+/// The connection pool of one backend.
+#[derive(Clone)]
+pub enum Pools {
+    Sqlite(Pool<SqliteConn>),
+    Postgres(Pool<AsyncPgConnection>),
+}
+
+/// A handle to the database, cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    url: DatabaseUrl,
+    pools: Pools,
+    statements: Arc<AtomicU64>,
+}
+
+/// Builds a deadpool for either connection type (a macro, not a generic
+/// function: the manager's trait bounds are not worth spelling out).
+macro_rules! build_pool {
+    ($manager:expr, $size:expr) => {
+        Pool::builder($manager)
+            .max_size($size)
+            .runtime(deadpool::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .build()
+            .map_err(|err| ConnectError::Connect(err.to_string()))
+    };
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever
+/// backend `$db` uses. The body is compiled once per backend, so it must be an
+/// expression valid for both; it may use `?` on [`DbError`]s.
+macro_rules! with_conn {
+    ($db:expr, $conn:ident => $body:expr) => {
+        match $db.pools() {
+            $crate::db::Pools::Sqlite(pool) => {
+                let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            $crate::db::Pools::Postgres(pool) => {
+                let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_conn;
+
+impl Db {
+    /// Opens a pool for `url` and checks that one connection can be made.
+    pub async fn connect(url: &DatabaseUrl) -> Result<Self, ConnectError> {
+        let statements = Arc::new(AtomicU64::new(0));
+        let pools = match url {
+            DatabaseUrl::Sqlite(path) => {
+                let counter = statements.clone();
+                let mut config = ManagerConfig::<SqliteConn>::default();
+                config.custom_setup = Box::new(move |path| {
+                    let counter = counter.clone();
+                    let path = path.to_owned();
+                    async move {
+                        let mut conn = SqliteConn::establish(&path).await?;
+                        conn.batch_execute(SQLITE_SETUP)
+                            .await
+                            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                        conn.set_instrumentation(statement_counter(counter));
+                        Ok(conn)
+                    }
+                    .boxed()
+                });
+                let manager = AsyncDieselConnectionManager::new_with_config(path, config);
+                Pools::Sqlite(build_pool!(manager, SQLITE_POOL_SIZE)?)
+            }
+            DatabaseUrl::Postgres(url) => {
+                let counter = statements.clone();
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.custom_setup = Box::new(move |url| {
+                    let counter = counter.clone();
+                    let url = url.to_owned();
+                    async move {
+                        let mut conn = AsyncPgConnection::establish(&url).await?;
+                        conn.set_instrumentation(statement_counter(counter));
+                        Ok(conn)
+                    }
+                    .boxed()
+                });
+                let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+                Pools::Postgres(build_pool!(manager, POSTGRES_POOL_SIZE)?)
+            }
+        };
+        let db = Self {
+            url: url.clone(),
+            pools,
+            statements,
+        };
+        db.ping()
+            .await
+            .map_err(|err| ConnectError::Connect(err.to_string()))?;
+        Ok(db)
+    }
+
+    /// Applies the migrations this binary embeds that the database lacks.
+    pub async fn migrate(&self) -> Result<(), ConnectError> {
+        let failed = |err: &dyn fmt::Display| ConnectError::Migrate(err.to_string());
+        match &self.url {
+            DatabaseUrl::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    use diesel::Connection;
+                    let mut conn = SqliteConnection::establish(&path).map_err(|e| failed(&e))?;
+                    diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_SETUP)
+                        .map_err(|e| failed(&e))?;
+                    conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                        .map_err(|e| failed(&e))?;
+                    Ok(())
+                })
+                .await
+                .map_err(|e| failed(&e))?
+            }
+            DatabaseUrl::Postgres(url) => {
+                let conn = AsyncPgConnection::establish(url)
+                    .await
+                    .map_err(|e| failed(&e))?;
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
+                    conn.run_pending_migrations(POSTGRES_MIGRATIONS)
+                        .map_err(|e| failed(&e))?;
+                    Ok(())
+                })
+                .await
+                .map_err(|e| failed(&e))?
+            }
+        }
+    }
+
+    /// Answers when the database does: the readiness probe.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        with_conn!(self, conn => conn.batch_execute("SELECT 1").await?);
+        Ok(())
+    }
+
+    /// How many SQL statements this pool has executed so far (set-up excluded).
+    pub fn statements_executed(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// The pool, for [`with_conn!`].
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+}
+
+/// Counts the statements a connection starts: tests prove with it that a page
+/// of posts costs a constant number of queries.
+fn statement_counter(counter: Arc<AtomicU64>) -> impl FnMut(InstrumentationEvent<'_>) + Send {
+    move |event| {
+        if let InstrumentationEvent::StartQuery { .. } = event {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Diesel's view of the tables, shared by both backends (see `migrations/`).
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        username -> Text,
+        password_hash -> Text,
+        role -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    posts (id) {
+        id -> BigInt,
+        author_id -> BigInt,
+        title -> Text,
+        body -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sessions (id_hash) {
+        id_hash -> Text,
+        user_id -> Nullable<BigInt>,
+        data -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    login_failures (key) {
+        key -> Text,
+        failures -> Integer,
+        last_failed_at -> Timestamp,
+        locked_until -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(posts -> users (author_id));
+diesel::joinable!(sessions -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(users, posts, sessions, login_failures);

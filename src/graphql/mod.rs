@@ -1,0 +1,82 @@
+//! The GraphQL schema: assembly and limits here; `Query`, `Mutation`, the
+//! object types, the loaders, the guard and the error codes beside it.
+
+pub mod error;
+pub mod guard;
+pub mod loaders;
+pub mod mutation;
+pub mod query;
+pub mod types;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, EmptySubscription, Schema, SchemaBuilder};
+
+use crate::accounts::passwords::Passwords;
+use crate::db::Db;
+use crate::sessions::AuthSession;
+use crate::sessions::throttle::LoginThrottle;
+use loaders::UserLoader;
+use mutation::Mutation;
+use query::Query;
+
+/// The executable schema.
+pub type BlogSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Deepest selection accepted. GraphiQL's introspection query needs 13.
+pub const MAX_DEPTH: usize = 16;
+/// Most costly query accepted: a page of 100 posts with every field of the
+/// post and its author costs about 1,300 (see `types::page_complexity`).
+pub const MAX_COMPLEXITY: usize = 5_000;
+
+/// What resolvers share across requests.
+pub struct Services {
+    pub db: Db,
+    pub passwords: Arc<Passwords>,
+    pub throttle: LoginThrottle,
+}
+
+/// The client's address (after trusted proxies), for login throttling.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+}
+
+/// The schema with its services.
+pub fn schema(services: Services, introspection: bool) -> BlogSchema {
+    // One loader for all requests: it keeps no cache (so nothing goes stale)
+    // and batches the authors of concurrent requests together.
+    let users = DataLoader::new(
+        UserLoader {
+            db: services.db.clone(),
+        },
+        tokio::spawn,
+    )
+    .delay(Duration::from_micros(500));
+    let builder = builder().data(services).data(users);
+    if introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
+}
+
+/// The schema's SDL, as `blogql print-schema` writes it.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+fn services<'a>(ctx: &Context<'a>) -> &'a Services {
+    ctx.data_unchecked::<Services>()
+}
+
+fn session<'a>(ctx: &Context<'a>) -> &'a AuthSession {
+    ctx.data_unchecked::<AuthSession>()
+}

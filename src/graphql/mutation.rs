@@ -1,0 +1,76 @@
+//! The root `Mutation` type.
+
+use async_graphql::{Context, Object};
+
+use super::error::ApiError;
+use super::guard::LoggedIn;
+use super::types::{CreatePostInput, LoginInput, PostObject, RegisterInput, UserObject};
+use super::{ClientAddr, services, session};
+use crate::accounts;
+use crate::posts::Post;
+use crate::validate;
+
+/// Writes.
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Creates an account and signs it in.
+    async fn register(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterInput,
+    ) -> Result<UserObject, ApiError> {
+        let services = services(ctx);
+        let user = accounts::register(
+            &services.db,
+            &services.passwords,
+            &input.username,
+            &input.password,
+        )
+        .await?;
+        session(ctx).sign_in(user.id).await?;
+        Ok(UserObject(user))
+    }
+
+    /// Signs in under a new session.
+    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<UserObject, ApiError> {
+        let services = services(ctx);
+        let ClientAddr(client) = *ctx.data_unchecked::<ClientAddr>();
+        let user = accounts::authenticate(
+            &services.db,
+            &services.passwords,
+            &services.throttle,
+            &input.username,
+            &input.password,
+            client,
+        )
+        .await?;
+        session(ctx).sign_in(user.id).await?;
+        Ok(UserObject(user))
+    }
+
+    /// Ends this session.
+    #[graphql(guard = "LoggedIn")]
+    async fn logout(&self, ctx: &Context<'_>) -> Result<bool, ApiError> {
+        session(ctx).sign_out().await?;
+        Ok(true)
+    }
+
+    /// Publishes a post by the signed-in user.
+    #[graphql(guard = "LoggedIn")]
+    async fn create_post(
+        &self,
+        ctx: &Context<'_>,
+        input: CreatePostInput,
+    ) -> Result<PostObject, ApiError> {
+        let title = validate::title(&input.title)?;
+        validate::body(&input.body)?;
+        let author_id = session(ctx)
+            .user_id()
+            .await?
+            .ok_or(ApiError::Unauthenticated)?;
+        let post = Post::create(&services(ctx).db, author_id, title, &input.body).await?;
+        Ok(PostObject(post))
+    }
+}

@@ -1,0 +1,46 @@
+//! The root `Query` type.
+
+use async_graphql::{Context, ID, Object};
+
+use super::error::ApiError;
+use super::types::{
+    DEFAULT_PAGE_SIZE, PostConnection, PostObject, UserObject, page_complexity, post_page,
+};
+use super::{services, session};
+use crate::accounts::User;
+use crate::posts::Post;
+
+/// Reads.
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// The signed-in user; null when anonymous.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Option<UserObject>, ApiError> {
+        let Some(user_id) = session(ctx).user_id().await? else {
+            return Ok(None);
+        };
+        Ok(User::find(&services(ctx).db, user_id)
+            .await?
+            .map(UserObject))
+    }
+
+    /// All posts, newest first.
+    #[graphql(complexity = "page_complexity(first.unwrap_or(DEFAULT_PAGE_SIZE), child_complexity)")]
+    async fn posts(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<PostConnection, ApiError> {
+        post_page(ctx, None, first.unwrap_or(DEFAULT_PAGE_SIZE), after).await
+    }
+
+    /// The post with this id; null when there is none.
+    async fn post(&self, ctx: &Context<'_>, id: ID) -> Result<Option<PostObject>, ApiError> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        Ok(Post::find(&services(ctx).db, id).await?.map(PostObject))
+    }
+}

@@ -1,0 +1,196 @@
+//! The schema's object and input types; resolvers stay thin and call the
+//! domain modules.
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use time::OffsetDateTime;
+
+use super::error::ApiError;
+use super::loaders::UserLoader;
+use super::services;
+use crate::accounts::{self, User};
+use crate::posts::{self, PageRequest, Post};
+use crate::validate;
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[graphql(name = "Role")]
+pub enum RoleValue {
+    User,
+    Admin,
+}
+
+impl From<accounts::Role> for RoleValue {
+    fn from(role: accounts::Role) -> Self {
+        match role {
+            accounts::Role::User => Self::User,
+            accounts::Role::Admin => Self::Admin,
+        }
+    }
+}
+
+/// A registered user.
+pub struct UserObject(pub User);
+
+#[Object(name = "User")]
+impl UserObject {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn username(&self) -> &str {
+        &self.0.username
+    }
+
+    async fn role(&self) -> RoleValue {
+        self.0.role.into()
+    }
+
+    async fn created_at(&self) -> OffsetDateTime {
+        self.0.created_at.assume_utc()
+    }
+
+    /// This user's posts, newest first.
+    #[graphql(complexity = "page_complexity(first.unwrap_or(DEFAULT_PAGE_SIZE), child_complexity)")]
+    async fn posts(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<PostConnection, ApiError> {
+        post_page(
+            ctx,
+            Some(self.0.id),
+            first.unwrap_or(DEFAULT_PAGE_SIZE),
+            after,
+        )
+        .await
+    }
+}
+
+/// A blog post.
+pub struct PostObject(pub Post);
+
+#[Object(name = "Post")]
+impl PostObject {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+
+    async fn body(&self) -> &str {
+        &self.0.body
+    }
+
+    // Batched across the whole page (and concurrent requests) by the UserLoader.
+    async fn author(&self, ctx: &Context<'_>) -> Result<UserObject, ApiError> {
+        let loader = ctx.data_unchecked::<DataLoader<UserLoader>>();
+        match loader.load_one(self.0.author_id).await {
+            Ok(Some(user)) => Ok(UserObject(user)),
+            Ok(None) => Err(ApiError::internal(format!(
+                "post {} has no author",
+                self.0.id
+            ))),
+            Err(err) => Err(ApiError::internal(err)),
+        }
+    }
+
+    async fn created_at(&self) -> OffsetDateTime {
+        self.0.created_at.assume_utc()
+    }
+}
+
+/// A page of posts.
+#[derive(SimpleObject)]
+pub struct PostConnection {
+    pub edges: Vec<PostEdge>,
+    pub page_info: PageInfo,
+}
+
+/// A post and its cursor.
+#[derive(SimpleObject)]
+pub struct PostEdge {
+    pub cursor: String,
+    pub node: PostObject,
+}
+
+/// Where a page sits in the whole list.
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    pub end_cursor: Option<String>,
+}
+
+/// The page size when `first` is omitted or null.
+pub(super) const DEFAULT_PAGE_SIZE: i32 = 20;
+
+/// The complexity of a page: its size times what each item asks for, so a
+/// query's cost bounds the rows it can make the server read.
+pub(super) fn page_complexity(first: i32, child_complexity: usize) -> usize {
+    (first.clamp(1, 100) as usize).saturating_mul(child_complexity.max(1))
+}
+
+/// Reads a page of posts (of one author, or of all) for `posts` fields.
+pub(super) async fn post_page(
+    ctx: &Context<'_>,
+    author_id: Option<i64>,
+    first: i32,
+    after: Option<String>,
+) -> Result<PostConnection, ApiError> {
+    let first = validate::first(first)?;
+    let after = match after {
+        None => None,
+        Some(cursor) => Some(
+            posts::decode_cursor(&cursor).ok_or_else(|| validate::Invalid {
+                field: "after",
+                message: "after is not a cursor this server issued".into(),
+            })?,
+        ),
+    };
+    let page = Post::page(&services(ctx).db, author_id, PageRequest { first, after }).await?;
+    let edges: Vec<PostEdge> = page
+        .posts
+        .into_iter()
+        .map(|post| PostEdge {
+            cursor: posts::encode_cursor(post.id),
+            node: PostObject(post),
+        })
+        .collect();
+    Ok(PostConnection {
+        page_info: PageInfo {
+            has_next_page: page.has_next_page,
+            has_previous_page: page.has_previous_page,
+            start_cursor: edges.first().map(|edge| edge.cursor.clone()),
+            end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+        },
+        edges,
+    })
+}
+
+/// `register`'s input.
+#[derive(InputObject)]
+pub struct RegisterInput {
+    pub username: String,
+    #[graphql(secret)]
+    pub password: String,
+}
+
+/// `login`'s input.
+#[derive(InputObject)]
+pub struct LoginInput {
+    pub username: String,
+    #[graphql(secret)]
+    pub password: String,
+}
+
+/// `createPost`'s input.
+#[derive(InputObject)]
+pub struct CreatePostInput {
+    pub title: String,
+    pub body: String,
+}

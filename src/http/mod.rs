@@ -1,0 +1,271 @@
+//! HTTP: the router, and everything between the socket and GraphQL — the
+//! CSRF rule, GET-is-read-only, CORS, limits, health, tracing.
+
+pub mod client_ip;
+pub mod csrf;
+pub mod graphiql;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql_axum::GraphQLRequest;
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_sessions::Session;
+use tracing::Level;
+
+use crate::db::Db;
+use crate::graphql::error::{PARSE_FAILED, ensure_codes};
+use crate::graphql::{BlogSchema, ClientAddr};
+use crate::sessions::store::SqlSessionStore;
+use crate::sessions::{AuthSession, SessionPolicy};
+use client_ip::TrustedProxies;
+
+/// Largest request body: a 50,000-character post fits several times over.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// A request still running after this is answered with 408.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub schema: BlogSchema,
+    pub db: Db,
+    pub policy: SessionPolicy,
+    pub proxies: TrustedProxies,
+}
+
+/// How cookies and cross-origin access are configured.
+pub struct WebSettings {
+    pub store: SqlSessionStore,
+    pub cookie_secure: bool,
+    pub cors_origins: Vec<HeaderValue>,
+}
+
+/// The whole HTTP surface.
+pub fn router(state: AppState, web: WebSettings) -> Router {
+    let session_layer = state.policy.layer(web.store, web.cookie_secure);
+    let graphql = Router::new()
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .layer(session_layer)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
+    let mut router = Router::new()
+        .merge(graphql)
+        .route("/graphiql/{file}", get(graphiql::asset))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    if !web.cors_origins.is_empty() {
+        // An explicit list, never `*`, because credentials are allowed.
+        router = router.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(web.cors_origins))
+                .allow_credentials(true)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([
+                    header::CONTENT_TYPE,
+                    header::ACCEPT,
+                    header::HeaderName::from_static("apollo-require-preflight"),
+                    header::HeaderName::from_static("x-apollo-operation-name"),
+                ])
+                .max_age(Duration::from_secs(600)),
+        );
+    }
+    router
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        // Method and path only: query strings, headers and bodies can carry
+        // passwords and cookies, and are never logged.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+}
+
+/// Readiness: the database (which also holds the sessions) answers.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+/// `GET /graphql`: the playground for browsers, else a query (never a mutation).
+async fn graphql_get(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    session: Session,
+    request: Request,
+) -> Response {
+    if wants_html(request.headers()) {
+        return graphiql::page();
+    }
+    run(state, peer, session, request, true).await
+}
+
+/// `POST /graphql`.
+async fn graphql_post(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    session: Session,
+    request: Request,
+) -> Response {
+    run(state, peer, session, request, false).await
+}
+
+async fn run(
+    state: AppState,
+    peer: SocketAddr,
+    session: Session,
+    request: Request,
+    is_get: bool,
+) -> Response {
+    let headers = request.headers();
+    if !csrf::allows(headers) {
+        return csrf::refusal();
+    }
+    let format = ResponseFormat::negotiate(headers);
+    let client = state.proxies.client(peer.ip(), headers);
+    let mut graphql_request =
+        match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
+            request,
+            &(),
+        )
+        .await
+        {
+            Ok(request) => request.into_inner(),
+            Err(rejection) => return rejection.into_response(),
+        };
+    let operation_name = graphql_request.operation_name.clone();
+    let operation = match graphql_request.parsed_query() {
+        Ok(document) => operation_type(document, operation_name.as_deref()),
+        Err(err) => return format.request_error(PARSE_FAILED, &err.message),
+    };
+    if is_get && operation == Some(OperationType::Mutation) {
+        let mut response = json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "mutations must be sent with POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let graphql_request = graphql_request
+        .data(AuthSession::new(session, state.policy))
+        .data(ClientAddr(client));
+    let mut response = state.schema.execute(graphql_request).await;
+    ensure_codes(&mut response.errors);
+    format.respond(&response)
+}
+
+/// The type of the operation that would run, if the document names one.
+fn operation_type(document: &ExecutableDocument, name: Option<&str>) -> Option<OperationType> {
+    match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Some(operation.node.ty),
+        (DocumentOperations::Multiple(operations), Some(name)) => {
+            operations.get(name).map(|op| op.node.ty)
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// A JSON error body shaped like a GraphQL response.
+pub(crate) fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body =
+        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (status, Json(body)).into_response()
+}
+
+/// The media type of the answer, per the GraphQL-over-HTTP specification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseFormat {
+    /// `application/graphql-response+json`: request errors get HTTP 400.
+    GraphQLResponse,
+    /// `application/json`: always HTTP 200 once the request is well-formed.
+    Json,
+}
+
+impl ResponseFormat {
+    fn negotiate(headers: &HeaderMap) -> Self {
+        let accepts = headers
+            .get(header::ACCEPT)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|accept| accept.contains(GRAPHQL_RESPONSE_JSON));
+        if accepts {
+            Self::GraphQLResponse
+        } else {
+            Self::Json
+        }
+    }
+
+    fn content_type(self) -> HeaderValue {
+        match self {
+            Self::GraphQLResponse => HeaderValue::from_static(GRAPHQL_RESPONSE_JSON),
+            Self::Json => HeaderValue::from_static("application/json"),
+        }
+    }
+
+    fn status(self, request_error: bool) -> StatusCode {
+        match self {
+            Self::GraphQLResponse if request_error => StatusCode::BAD_REQUEST,
+            _ => StatusCode::OK,
+        }
+    }
+
+    fn respond(self, response: &async_graphql::Response) -> Response {
+        // Nothing executed: every error precedes execution (has no path).
+        let request_error = response.data == async_graphql::Value::Null
+            && !response.errors.is_empty()
+            && response.errors.iter().all(|error| error.path.is_empty());
+        let body = match serde_json::to_vec(response) {
+            Ok(body) => body,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot serialize a response");
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+        };
+        self.build(self.status(request_error), body)
+    }
+
+    fn request_error(self, code: &str, message: &str) -> Response {
+        let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+        self.build(self.status(true), body.to_string().into_bytes())
+    }
+
+    fn build(self, status: StatusCode, body: Vec<u8>) -> Response {
+        (
+            status,
+            [
+                (header::CONTENT_TYPE, self.content_type()),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+            body,
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,99 @@
+//! The `blogql` command: parse settings, pick the subcommand, run it.
+
+use std::process::ExitCode;
+
+use blogql::config::{Cli, Command};
+use clap::Parser;
+
+/// Exit code for a bad setting or an unusable environment.
+const BAD_SETTING: u8 = 2;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    if let Err(err) = dotenvy::dotenv()
+        && !err.not_found()
+    {
+        return fail(&format!(".env: {err}"));
+    }
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let command = cli.command.unwrap_or(Command::Serve);
+    if command == Command::PrintSchema {
+        print!("{}", blogql::graphql::sdl());
+        return ExitCode::SUCCESS;
+    }
+    let config = match cli.settings.validate() {
+        Ok(config) => config,
+        Err(err) => return fail(&err.to_string()),
+    };
+    if command == Command::Migrate {
+        let migrated = async {
+            let db = blogql::db::Db::connect(&config.database_url).await?;
+            db.migrate().await
+        };
+        return match migrated.await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail(&format!("DATABASE_URL: {err}")),
+        };
+    }
+    let app = match blogql::App::build(&config).await {
+        Ok(app) => app,
+        Err(err) => return fail(&err.to_string()),
+    };
+    let listener = match tokio::net::TcpListener::bind(config.bind).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            return fail(&format!(
+                "BLOGQL_BIND: cannot listen on {}: {err}",
+                config.bind
+            ));
+        }
+    };
+    tracing::info!("blogql serving GraphQL at http://{}/graphql", config.bind);
+    match app.serve(listener, shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("blogql: {message}");
+    ExitCode::from(BAD_SETTING)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,141 @@
+//! A tower-sessions store over our own database (no maintained one exists
+//! for diesel): the `sessions` table, keyed by a SHA-256 of the session ID so
+//! that a copy of the table cannot be replayed as cookies.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use sha2::{Digest, Sha256};
+use time::{OffsetDateTime, PrimitiveDateTime};
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, SessionStore};
+
+use crate::accounts::now;
+use crate::db::schema::sessions;
+use crate::db::{Db, DbError, with_conn};
+
+/// Sessions in the SQL database.
+#[derive(Clone)]
+pub struct SqlSessionStore {
+    db: Db,
+}
+
+impl fmt::Debug for SqlSessionStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SqlSessionStore")
+    }
+}
+
+fn id_hash(id: &Id) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(id.0.to_le_bytes()))
+}
+
+fn utc(at: OffsetDateTime) -> PrimitiveDateTime {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    PrimitiveDateTime::new(at.date(), at.time())
+}
+
+impl From<DbError> for session_store::Error {
+    fn from(err: DbError) -> Self {
+        Self::Backend(err.to_string())
+    }
+}
+
+fn encode(record: &Record) -> session_store::Result<String> {
+    serde_json::to_string(&record.data).map_err(|err| session_store::Error::Encode(err.to_string()))
+}
+
+impl SqlSessionStore {
+    /// A store backed by `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Deletes every expired session; run by the housekeeping task.
+    pub async fn delete_expired(&self) -> Result<usize, DbError> {
+        let now = now();
+        Ok(
+            with_conn!(self.db, conn => diesel::delete(sessions::table.filter(sessions::expires_at.le(now)))
+            .execute(conn)
+            .await?),
+        )
+    }
+
+    /// Inserts unless the ID exists; `false` on a collision.
+    async fn insert_new(&self, record: &Record) -> session_store::Result<bool> {
+        let data = encode(record)?;
+        let inserted = with_conn!(self.db, conn => diesel::insert_into(sessions::table)
+            .values((
+                sessions::id_hash.eq(id_hash(&record.id)),
+                sessions::user_id.eq(super::user_id_of(record)),
+                sessions::data.eq(&data),
+                sessions::created_at.eq(now()),
+                sessions::expires_at.eq(utc(record.expiry_date)),
+            ))
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await
+            .map_err(DbError::from)?);
+        Ok(inserted == 1)
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for SqlSessionStore {
+    /// Never overwrites: on the (astronomically unlikely) collision, draws a new ID.
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        while !self.insert_new(record).await? {
+            record.id = Id::default();
+        }
+        Ok(())
+    }
+
+    /// Updates an existing session only: a session deleted meanwhile (signed
+    /// out elsewhere, expired) stays deleted.
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        let data = encode(record)?;
+        with_conn!(self.db, conn => diesel::update(sessions::table.find(id_hash(&record.id)))
+            .set((
+                sessions::user_id.eq(super::user_id_of(record)),
+                sessions::data.eq(&data),
+                sessions::expires_at.eq(utc(record.expiry_date)),
+            ))
+            .execute(conn)
+            .await
+            .map_err(DbError::from)?);
+        Ok(())
+    }
+
+    /// The session, unless it is missing or expired.
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let row: Option<(String, PrimitiveDateTime)> = with_conn!(self.db, conn => sessions::table
+            .find(id_hash(id))
+            .filter(sessions::expires_at.gt(now()))
+            .select((sessions::data, sessions::expires_at))
+            .first(conn)
+            .await
+            .optional()
+            .map_err(DbError::from)?);
+        let Some((data, expires_at)) = row else {
+            return Ok(None);
+        };
+        let data = serde_json::from_str(&data)
+            .map_err(|err| session_store::Error::Decode(err.to_string()))?;
+        Ok(Some(Record {
+            id: *id,
+            data,
+            expiry_date: expires_at.assume_utc(),
+        }))
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        with_conn!(self.db, conn => diesel::delete(sessions::table.find(id_hash(id)))
+            .execute(conn)
+            .await
+            .map_err(DbError::from)?);
+        Ok(())
+    }
+}

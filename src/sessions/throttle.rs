@@ -1,0 +1,140 @@
+//! Login throttling: failed logins counted per username + client address and
+//! per client address, in the database so every instance sees them.
+//!
+//! Past a threshold, each further failure locks the key for twice as long as
+//! the one before, from one second up to [`MAX_LOCK`]. While a key is locked,
+//! logins are refused before any password is checked. A success clears its
+//! username + address count (not the address's: an attacker could otherwise
+//! reset it by logging in to an account of their own).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use time::PrimitiveDateTime;
+
+use crate::accounts::{AccountError, now};
+use crate::db::schema::login_failures as lf;
+use crate::db::{Db, DbError, with_conn};
+
+/// Failures in a row for one username from one address before locking.
+const USER_THRESHOLD: i32 = 5;
+/// Failures from one address, whatever the usernames, before locking.
+const ADDRESS_THRESHOLD: i32 = 100;
+/// The longest lock.
+const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
+/// A count with no failure for this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The two counters one login attempt touches.
+pub struct ThrottleKeys {
+    user: String,
+    address: String,
+}
+
+impl ThrottleKeys {
+    /// The keys for `username` (in any case) from `client`. IPv6 clients are
+    /// counted per /64, the block one subscriber typically holds.
+    pub fn new(username: &str, client: IpAddr) -> Self {
+        let address = match client {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => {
+                let segments = v6.segments();
+                format!(
+                    "{:x}:{:x}:{:x}:{:x}::/64",
+                    segments[0], segments[1], segments[2], segments[3]
+                )
+            }
+        };
+        Self {
+            user: format!("user:{}@{address}", username.to_ascii_lowercase()),
+            address: format!("ip:{address}"),
+        }
+    }
+
+    fn with_thresholds(&self) -> [(&str, i32); 2] {
+        [
+            (&self.user, USER_THRESHOLD),
+            (&self.address, ADDRESS_THRESHOLD),
+        ]
+    }
+}
+
+/// Counts failed logins and refuses logins while locked.
+#[derive(Clone)]
+pub struct LoginThrottle {
+    db: Db,
+}
+
+impl LoginThrottle {
+    /// Throttling backed by `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// `RateLimited` while either key is locked.
+    pub async fn check(&self, keys: &ThrottleKeys) -> Result<(), AccountError> {
+        let now = now();
+        let until: Option<PrimitiveDateTime> = with_conn!(self.db, conn => lf::table
+            .filter(lf::key.eq_any([&keys.user, &keys.address]))
+            .filter(lf::locked_until.gt(now))
+            .select(diesel::dsl::max(lf::locked_until))
+            .get_result(conn)
+            .await
+            .map_err(DbError::from)?);
+        match until {
+            Some(until) => {
+                let wait = (until - now).as_seconds_f64().ceil().max(1.0);
+                Err(AccountError::RateLimited {
+                    retry_after: wait as u64,
+                })
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failure against both keys, locking those past their threshold.
+    pub async fn failed(&self, keys: &ThrottleKeys) -> Result<(), DbError> {
+        let now = now();
+        for (key, threshold) in keys.with_thresholds() {
+            let failures: i32 = with_conn!(self.db, conn => diesel::insert_into(lf::table)
+                .values((lf::key.eq(key), lf::failures.eq(1), lf::last_failed_at.eq(now)))
+                .on_conflict(lf::key)
+                .do_update()
+                .set((lf::failures.eq(lf::failures + 1), lf::last_failed_at.eq(now)))
+                .returning(lf::failures)
+                .get_result(conn)
+                .await?);
+            if failures >= threshold {
+                let doublings = u32::try_from(failures - threshold)
+                    .unwrap_or(u32::MAX)
+                    .min(20);
+                let lock = Duration::from_secs(1u64 << doublings).min(MAX_LOCK);
+                with_conn!(self.db, conn => diesel::update(lf::table.find(key))
+                    .set(lf::locked_until.eq(now + lock))
+                    .execute(conn)
+                    .await?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears the username + address count after a successful login.
+    pub async fn succeeded(&self, keys: &ThrottleKeys) -> Result<(), DbError> {
+        with_conn!(self.db, conn => diesel::delete(lf::table.find(&keys.user))
+            .execute(conn)
+            .await?);
+        Ok(())
+    }
+
+    /// Deletes counts with no recent failure; run by the housekeeping task.
+    pub async fn forget_stale(&self) -> Result<usize, DbError> {
+        let cutoff = now() - FORGET_AFTER;
+        Ok(
+            with_conn!(self.db, conn => diesel::delete(lf::table.filter(lf::last_failed_at.lt(cutoff)))
+            .execute(conn)
+            .await?),
+        )
+    }
+}
