@@ -20,7 +20,9 @@ use diesel::SqliteConnection;
 use diesel::connection::InstrumentationEvent;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{Pool, PoolError};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -39,6 +41,9 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
+// Connections are recycled without a `SELECT 1` per checkout (a round trip
+// on every request); a connection that failed is marked broken by
+// diesel-async and dropped by the pool instead.
 const SQLITE_POOL_SIZE: usize = 8;
 const POSTGRES_POOL_SIZE: usize = 16;
 /// How long a request waits for a free connection (or a new one) before failing.
@@ -156,6 +161,7 @@ impl Db {
             DatabaseUrl::Sqlite(path) => {
                 let counter = statements.clone();
                 let mut config = ManagerConfig::<SqliteConn>::default();
+                config.recycling_method = RecyclingMethod::Fast;
                 config.custom_setup = Box::new(move |path| {
                     let counter = counter.clone();
                     let path = path.to_owned();
@@ -175,6 +181,7 @@ impl Db {
             DatabaseUrl::Postgres(url) => {
                 let counter = statements.clone();
                 let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.recycling_method = RecyclingMethod::Fast;
                 config.custom_setup = Box::new(move |url| {
                     let counter = counter.clone();
                     let url = url.to_owned();

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql_axum::GraphQLRequest;
+use async_graphql_axum::rejection::GraphQLRejection;
 use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Deserialize;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -23,7 +25,7 @@ use tower_sessions::Session;
 use tracing::Level;
 
 use crate::db::Db;
-use crate::graphql::error::{PARSE_FAILED, ensure_codes};
+use crate::graphql::error::{PARSE_FAILED, VALIDATION_FAILED, ensure_codes};
 use crate::graphql::{BlogSchema, ClientAddr};
 use crate::sessions::store::SqlSessionStore;
 use crate::sessions::{AuthSession, SessionPolicy};
@@ -142,21 +144,25 @@ async fn run(
     }
     let format = ResponseFormat::negotiate(headers);
     let client = state.proxies.client(peer.ip(), headers);
-    let mut graphql_request =
-        match GraphQLRequest::<async_graphql_axum::rejection::GraphQLRejection>::from_request(
-            request,
-            &(),
-        )
-        .await
-        {
-            Ok(request) => request.into_inner(),
-            Err(rejection) => return rejection.into_response(),
-        };
-    let operation_name = graphql_request.operation_name.clone();
-    let operation = match graphql_request.parsed_query() {
-        Ok(document) => operation_type(document, operation_name.as_deref()),
-        Err(err) => return format.request_error(PARSE_FAILED, &err.message),
+    let request = if is_get {
+        from_query_string(request.uri().query().unwrap_or_default())
+            .map_err(|message| json_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", &message))
+    } else {
+        GraphQLRequest::<GraphQLRejection>::from_request(request, &())
+            .await
+            .map(GraphQLRequest::into_inner)
+            .map_err(IntoResponse::into_response)
     };
+    let mut graphql_request = match request {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let document = match parse(&graphql_request.query) {
+        Ok(document) => document,
+        Err((code, message)) => return format.request_error(code, &message),
+    };
+    let operation = operation_type(&document, graphql_request.operation_name.as_deref());
+    graphql_request.set_parsed_query(document);
     if is_get && operation == Some(OperationType::Mutation) {
         let mut response = json_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -174,6 +180,45 @@ async fn run(
     let mut response = state.schema.execute(graphql_request).await;
     ensure_codes(&mut response.errors);
     format.respond(&response)
+}
+
+/// The parameters of a GET request, named as the GraphQL-over-HTTP
+/// specification names them. (async-graphql's own GET parser expects
+/// `operation_name`, which no client sends.)
+#[derive(Debug, Deserialize)]
+struct GetParams {
+    #[serde(default)]
+    query: String,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    variables: Option<String>,
+}
+
+/// A GET request's operation; what is wrong with it, if anything.
+fn from_query_string(query_string: &str) -> Result<async_graphql::Request, String> {
+    let params: GetParams = serde_urlencoded::from_str(query_string)
+        .map_err(|err| format!("invalid query string: {err}"))?;
+    let mut request = async_graphql::Request::new(params.query);
+    if let Some(name) = params.operation_name.filter(|name| !name.is_empty()) {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = params.variables.filter(|variables| !variables.is_empty()) {
+        let variables = serde_json::from_str(&variables)
+            .map_err(|err| format!("variables are not a JSON object: {err}"))?;
+        request = request.variables(async_graphql::Variables::from_json(variables));
+    }
+    Ok(request)
+}
+
+/// Parses a query; a failure's code and message. The parser's own nesting
+/// guard fires before the depth limit can, so it is reported as depth.
+fn parse(query: &str) -> Result<ExecutableDocument, (&'static str, String)> {
+    async_graphql::parser::parse_query(query).map_err(|err| match err {
+        async_graphql::parser::Error::RecursionLimitExceeded => {
+            (VALIDATION_FAILED, "Query is nested too deep.".to_owned())
+        }
+        err => (PARSE_FAILED, err.to_string()),
+    })
 }
 
 /// The type of the operation that would run, if the document names one.
