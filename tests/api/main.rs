@@ -1,1 +1,10 @@
-fn main() {}
+//! The integration suite: the real server over HTTP, as a browser sees it.
+//! Runs on SQLite, or on PostgreSQL when `BLOGQL_TEST_DATABASE_URL` is set.
+
+mod accounts;
+mod helpers;
+mod http;
+mod limits;
+mod posts;
+mod program;
+mod sessions;

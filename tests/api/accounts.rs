@@ -1,0 +1,210 @@
+//! Registration, login, passwords and login throttling.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, TestApp, assert_no_errors, error_code};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_creates_the_account_and_signs_it_in() {
+    let app = TestApp::spawn().await;
+    let body = app.register("Alice").await;
+    assert_no_errors(&body);
+    let user = &body["data"]["register"];
+    assert_eq!(user["username"], "Alice", "shown as registered");
+    assert_eq!(user["role"], "USER");
+    let created_at = user["createdAt"].as_str().expect("createdAt");
+    assert!(created_at.ends_with('Z'), "RFC 3339 in UTC: {created_at}");
+    assert_eq!(app.me().await.as_deref(), Some("Alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usernames_are_unique_regardless_of_case() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let (other, _) = app.new_browser();
+    let body = app.register_as(&other, "ALICE", PASSWORD).await;
+    assert_eq!(error_code(&body), "USERNAME_TAKEN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_enforces_the_validation_rules() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        ("ab", PASSWORD, "username"),
+        (&"a".repeat(33), PASSWORD, "username"),
+        ("bad name", PASSWORD, "username"),
+        ("émile", PASSWORD, "username"),
+        ("shorty", "1234567", "password"),
+        ("longpw", &"p".repeat(129), "password"),
+        ("nulpw", "pass\0word!", "password"),
+    ];
+    for (username, password, field) in cases {
+        let (client, _) = app.new_browser();
+        let body = app.register_as(&client, username, password).await;
+        assert_eq!(
+            error_code(&body),
+            "BAD_USER_INPUT",
+            "{username:?}/{password:?}: {body}"
+        );
+        assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
+    }
+    // The edges of the rules are accepted; characters, not bytes, are counted.
+    for (username, password) in [
+        ("a_b", "12345678".to_owned()),
+        (&"Z.-_9".repeat(7)[..32], "ü".repeat(128)),
+    ] {
+        let (client, _) = app.new_browser();
+        assert_no_errors(&app.register_as(&client, username, &password).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_are_stored_only_as_argon2id_hashes() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let hashes = app
+        .sql_strings("SELECT password_hash AS s FROM users")
+        .await;
+    assert_eq!(hashes.len(), 1);
+    assert!(
+        hashes[0].starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{}",
+        hashes[0]
+    );
+    assert!(!hashes[0].contains(PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_matches_the_username_in_any_case() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("Alice").await);
+    let (client, _) = app.new_browser();
+    let body = app.login_as(&client, "aLiCe", PASSWORD).await;
+    assert_no_errors(&body);
+    assert_eq!(body["data"]["login"]["username"], "Alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_user_and_wrong_password_look_the_same() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let (client, _) = app.new_browser();
+    let mut wrong_password = Vec::new();
+    let mut unknown_user = Vec::new();
+    // Three of each, interleaved (five failures would lock the username).
+    for round in 0..3 {
+        let started = Instant::now();
+        let wrong = app.login_as(&client, "alice", "not the password").await;
+        wrong_password.push(started.elapsed());
+        let started = Instant::now();
+        let unknown = app
+            .login_as(&client, &format!("nobody{round}"), "not the password")
+            .await;
+        unknown_user.push(started.elapsed());
+        assert_eq!(error_code(&wrong), "INVALID_CREDENTIALS");
+        assert_eq!(error_code(&unknown), "INVALID_CREDENTIALS");
+        assert_eq!(
+            wrong["errors"][0]["message"],
+            unknown["errors"][0]["message"]
+        );
+    }
+    wrong_password.sort();
+    unknown_user.sort();
+    let (wrong, unknown) = (
+        wrong_password[1].as_secs_f64(),
+        unknown_user[1].as_secs_f64(),
+    );
+    // Without the dummy hash an unknown user answers ~30x faster.
+    assert!(
+        unknown > wrong / 3.0 && unknown < wrong * 3.0,
+        "median times differ: wrong password {wrong:.4}s, unknown user {unknown:.4}s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failures_are_rate_limited_even_for_the_right_password() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let (client, _) = app.new_browser();
+    let mut failures = 0;
+    let retry_after = loop {
+        let body = app.login_as(&client, "alice", "not the password").await;
+        match error_code(&body) {
+            "INVALID_CREDENTIALS" => failures += 1,
+            "RATE_LIMITED" => {
+                break body["errors"][0]["extensions"]["retryAfter"]
+                    .as_u64()
+                    .expect("retryAfter in whole seconds");
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+        assert!(
+            failures <= 10,
+            "still not limited after {failures} failures"
+        );
+    };
+    assert!(retry_after >= 1);
+    // Once more after the wait: the lock doubles, and while it holds even the
+    // right password is refused without being checked.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(
+        error_code(&app.login_as(&client, "alice", "not the password").await),
+        "INVALID_CREDENTIALS"
+    );
+    let body = app.login_as(&client, "alice", PASSWORD).await;
+    assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
+    let retry_after = body["errors"][0]["extensions"]["retryAfter"]
+        .as_u64()
+        .expect("retryAfter");
+    assert!(retry_after >= 1);
+    // Other users from the same address are not locked out.
+    assert_no_errors(&app.register_as(&client, "bob", PASSWORD).await);
+    assert_no_errors(&app.login_as(&client, "bob", PASSWORD).await);
+    // After the wait the right password works, and clears the count.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_no_errors(&app.login_as(&client, "alice", PASSWORD).await);
+    assert_eq!(
+        error_code(&app.login_as(&client, "alice", "not the password").await),
+        "INVALID_CREDENTIALS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_counts_the_client_behind_a_trusted_proxy() {
+    let app = TestApp::spawn_with(|config| {
+        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]
+    })
+    .await;
+    assert_no_errors(&app.register("alice").await);
+    let attempt = |forwarded_for: &'static str, password: &'static str| {
+        let request = app
+            .client
+            .post(app.graphql_url())
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({
+                "query": "mutation($input: LoginInput!) { login(input: $input) { id } }",
+                "variables": { "input": { "username": "alice", "password": password } },
+            }));
+        async move {
+            request
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let mut limited = false;
+    for _ in 0..11 {
+        if error_code(&attempt("203.0.113.7", "not the password").await) == "RATE_LIMITED" {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "the attacker's address was never limited");
+    // The same username from another client address is not locked out.
+    assert_no_errors(&attempt("198.51.100.20", PASSWORD).await);
+}

@@ -1,0 +1,118 @@
+//! Depth, complexity and body-size bounds; introspection.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{TestApp, assert_no_errors};
+
+fn first_message(body: &Value) -> String {
+    body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_page_of_100_posts_with_every_field_is_accepted() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    assert_no_errors(&app.create_post("t", "b").await);
+    let body = app
+        .graphql(
+            "{ posts(first: 100) {
+                edges { cursor node { id title body createdAt author { id username role createdAt } } }
+                pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+            } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_nesting_is_refused_before_touching_the_database() {
+    let app = TestApp::spawn().await;
+    let mut query = String::from("id");
+    for _ in 0..30 {
+        query = format!("posts(first: 1) {{ edges {{ node {{ author {{ {query} }} }} }} }}");
+    }
+    let query = format!("{{ {query} }}");
+    let before = app.db.statements_executed();
+    let body = app.graphql(&query, json!({})).await;
+    assert!(first_message(&body).contains("nested too deep"), "{body}");
+    assert_eq!(
+        app.db.statements_executed(),
+        before,
+        "refused before any SQL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_aliased_pages_are_refused() {
+    let app = TestApp::spawn().await;
+    let fields: String = (0..1000)
+        .map(|n| format!("p{n}: posts(first: 100) {{ edges {{ node {{ id }} }} }} "))
+        .collect();
+    let before = app.db.statements_executed();
+    let body = app.graphql(&format!("{{ {fields} }}"), json!({})).await;
+    assert!(first_message(&body).contains("complex"), "{body}");
+    assert_eq!(
+        app.db.statements_executed(),
+        before,
+        "refused before any SQL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_50k_post_in_a_1_mib_body_fits_and_a_5_mb_body_does_not() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let query = "mutation($input: CreatePostInput!) { createPost(input: $input) { id } }";
+    let mut body = json!({ "query": query, "variables": { "input": { "title": "long", "body": "é".repeat(50_000) } } }).to_string();
+    // Pad with JSON whitespace up to just under 1 MiB.
+    body.insert_str(1, &" ".repeat(1024 * 1024 - 1 - body.len()));
+    assert_eq!(body.len(), 1024 * 1024 - 1);
+    let response = app
+        .client
+        .post(app.graphql_url())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_no_errors(&response.json().await.unwrap());
+
+    // A 5 MB body is refused on its Content-Length, before it is read.
+    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 5000000\r\n\r\n",
+        app.address
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let _ = stream.write_all(&vec![b' '; 64 * 1024]).await;
+    let mut answer = vec![0; 64];
+    let read = stream.read(&mut answer).await.unwrap();
+    let status_line = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
+    assert_eq!(app.sql_count("SELECT COUNT(*) AS n FROM posts").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn introspection_is_on_by_default_and_can_be_turned_off() {
+    let query = "{ __schema { queryType { name } } }";
+    let app = TestApp::spawn().await;
+    let body = app.graphql(query, json!({})).await;
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
+    let closed = TestApp::spawn_with(|config| config.introspection = false).await;
+    let body = closed
+        .graphql("{ __schema { types { name } } }", json!({}))
+        .await;
+    assert_eq!(
+        body["data"]["__schema"],
+        Value::Null,
+        "the schema stays hidden: {body}"
+    );
+    assert!(!body.to_string().contains("PostConnection"));
+}

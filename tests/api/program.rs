@@ -1,0 +1,150 @@
+//! The `blogql` binary itself: subcommands, settings, shutdown.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_blogql");
+
+fn blogql(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run blogql")
+}
+
+#[test]
+fn schema_graphql_is_exactly_print_schema() {
+    let output = blogql(&["print-schema"], &[]);
+    assert!(output.status.success());
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
+    assert!(
+        String::from_utf8(output.stdout).unwrap() == committed,
+        "schema.graphql is stale: run `cargo run -- print-schema > schema.graphql`"
+    );
+}
+
+#[test]
+fn a_bad_setting_stops_with_one_line_naming_it_and_exit_code_2() {
+    for (name, value) in [
+        ("BLOGQL_SESSION_IDLE_TIMEOUT", "soon"),
+        ("BLOGQL_SESSION_ABSOLUTE_TIMEOUT", "0s"),
+        ("DATABASE_URL", "mysql://localhost/blog"),
+        (
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/unreachable",
+        ),
+        ("BLOGQL_BIND", "localhost"),
+        ("BLOGQL_PUBLIC_URL", "ftp://example.com"),
+        ("BLOGQL_CORS_ORIGINS", "*"),
+        ("BLOGQL_TRUSTED_PROXIES", "10.0.0.0/99"),
+        ("BLOGQL_INTROSPECTION", "maybe"),
+    ] {
+        let output = blogql(&["migrate"], &[(name, value)]);
+        assert_eq!(output.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "one line for {name}={value}: {stderr}"
+        );
+        assert!(stderr.contains(name), "names {name}: {stderr}");
+    }
+}
+
+#[test]
+fn migrate_creates_the_sqlite_file_on_first_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let url = format!("sqlite://{}", path.display());
+    let output = blogql(&["migrate"], &[("DATABASE_URL", &url)]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(path.exists());
+    // Applying them again is a no-op.
+    assert!(
+        blogql(&["migrate"], &[("DATABASE_URL", &url)])
+            .status
+            .success()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_requests_in_flight_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(BIN)
+        .current_dir(dir.path())
+        .env("BLOGQL_BIND", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", "sqlite://blogql.db")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/graphql");
+    let mut ready = false;
+    for _ in 0..100 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .is_ok()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "the server never became ready");
+    // Eight registrations queue for two argon2 slots: some are in flight
+    // when the signal arrives.
+    let requests: Vec<_> = (0..8)
+        .map(|n| {
+            let request = client.post(&url).json(&serde_json::json!({
+                "query": format!("mutation {{ register(input: {{username: \"user{n}\", password: \"correct horse battery\"}}) {{ id }} }}"),
+            }));
+            tokio::spawn(async move { request.send().await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for request in requests {
+        let response = request
+            .await
+            .unwrap()
+            .expect("a request in flight is answered");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(body["data"]["register"]["id"].is_string(), "{body}");
+    }
+    let status = server.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut stderr = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!stderr.contains("correct horse"), "no password in the log");
+}
