@@ -71,6 +71,6 @@ impl Mutation {
             .await?
             .ok_or(ApiError::Unauthenticated)?;
         let post = Post::create(&services(ctx).db, author_id, title, &input.body).await?;
-        Ok(PostObject(post))
+        Ok(PostObject::from(post))
     }
 }

@@ -41,6 +41,8 @@ impl Query {
         let Ok(id) = id.parse::<i64>() else {
             return Ok(None);
         };
-        Ok(Post::find(&services(ctx).db, id).await?.map(PostObject))
+        Ok(Post::find(&services(ctx).db, id)
+            .await?
+            .map(PostObject::from))
     }
 }
