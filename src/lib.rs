@@ -78,6 +78,7 @@ impl App {
             db: db.clone(),
             policy,
             proxies: TrustedProxies::new(config.trusted_proxies.clone()),
+            documents: Arc::default(),
         };
         let web = WebSettings {
             store: store.clone(),

@@ -1,6 +1,7 @@
 //! The GraphQL schema: assembly and limits here; `Query`, `Mutation`, the
 //! object types, the loaders, the guard and the error codes beside it.
 
+pub mod documents;
 pub mod error;
 pub mod guard;
 pub mod loaders;

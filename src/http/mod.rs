@@ -6,6 +6,7 @@ pub mod csrf;
 pub mod graphiql;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
@@ -25,6 +26,7 @@ use tower_sessions::Session;
 use tracing::Level;
 
 use crate::db::Db;
+use crate::graphql::documents::{DocumentCache, ParseFailure};
 use crate::graphql::error::{PARSE_FAILED, VALIDATION_FAILED, ensure_codes};
 use crate::graphql::{BlogSchema, ClientAddr};
 use crate::sessions::store::SqlSessionStore;
@@ -45,6 +47,7 @@ pub struct AppState {
     pub db: Db,
     pub policy: SessionPolicy,
     pub proxies: TrustedProxies,
+    pub documents: Arc<DocumentCache>,
 }
 
 /// How cookies and cross-origin access are configured.
@@ -157,9 +160,13 @@ async fn run(
         Ok(request) => request,
         Err(response) => return response,
     };
-    let document = match parse(&graphql_request.query) {
+    let document = match state.documents.parse(&graphql_request.query) {
         Ok(document) => document,
-        Err((code, message)) => return format.request_error(code, &message),
+        // The parser's own nesting guard fires before the depth limit can.
+        Err(ParseFailure::TooDeep) => {
+            return format.request_error(VALIDATION_FAILED, "Query is nested too deep.");
+        }
+        Err(ParseFailure::Syntax(message)) => return format.request_error(PARSE_FAILED, &message),
     };
     let operation = operation_type(&document, graphql_request.operation_name.as_deref());
     graphql_request.set_parsed_query(document);
@@ -208,17 +215,6 @@ fn from_query_string(query_string: &str) -> Result<async_graphql::Request, Strin
         request = request.variables(async_graphql::Variables::from_json(variables));
     }
     Ok(request)
-}
-
-/// Parses a query; a failure's code and message. The parser's own nesting
-/// guard fires before the depth limit can, so it is reported as depth.
-fn parse(query: &str) -> Result<ExecutableDocument, (&'static str, String)> {
-    async_graphql::parser::parse_query(query).map_err(|err| match err {
-        async_graphql::parser::Error::RecursionLimitExceeded => {
-            (VALIDATION_FAILED, "Query is nested too deep.".to_owned())
-        }
-        err => (PARSE_FAILED, err.to_string()),
-    })
 }
 
 /// The type of the operation that would run, if the document names one.
