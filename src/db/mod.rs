@@ -23,13 +23,38 @@ use diesel_async::pooled_connection::deadpool::{Pool, PoolError};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::sync_connection_wrapper::{SpawnBlocking, SyncConnectionWrapper};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
-/// An async SQLite connection: diesel's sync connection on tokio's blocking pool.
-pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+/// An async SQLite connection: diesel's sync connection, run in place.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, InPlace>;
+
+/// Runs each SQLite call on the task's own thread instead of tokio's
+/// blocking pool. A call on a local file takes microseconds; handing it to
+/// another thread and back costs more than that (two futex wake-ups), and
+/// was most of a signed-in request's time.
+pub struct InPlace;
+
+impl SpawnBlocking for InPlace {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<R, Box<dyn std::error::Error + Send + Sync + 'static>>,
+    >
+    where
+        R: Send + 'static,
+    {
+        std::future::ready(Ok(task())).boxed()
+    }
+
+    fn get_runtime() -> Self {
+        Self
+    }
+}
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -103,6 +128,46 @@ pub enum ConnectError {
     Migrate(String),
 }
 
+/// Makes every SQLite connection this process opens keep one query plan per
+/// statement, whatever values are bound (`SQLITE_DBCONFIG_ENABLE_QPSG`).
+///
+/// Without it, the bundled SQLite (built with STAT4) marks a statement for
+/// re-preparation whenever a parameter the planner looked at is re-bound —
+/// diesel's `LIMIT ?` is one — so every execution compiled its SQL again,
+/// which was a quarter of a signed-in request's time. There is no pragma for
+/// this setting, so it is applied through SQLite's auto-extension hook,
+/// which runs for each new connection.
+fn keep_sqlite_query_plans() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: `enable_qpsg` has the signature SQLite expects of an
+        // auto-extension entry point and lives for the whole program.
+        unsafe {
+            libsqlite3_sys::sqlite3_auto_extension(Some(enable_qpsg));
+        }
+    });
+}
+
+/// SQLite's auto-extension entry point: turns on the query planner
+/// stability guarantee for the new connection `db`.
+unsafe extern "C" fn enable_qpsg(
+    db: *mut libsqlite3_sys::sqlite3,
+    _error: *mut *mut std::os::raw::c_char,
+    _api: *const libsqlite3_sys::sqlite3_api_routines,
+) -> std::os::raw::c_int {
+    // SAFETY: SQLite passes a valid, open connection; this option takes an
+    // int (1 = on) and an optional int pointer for the resulting state.
+    unsafe {
+        libsqlite3_sys::sqlite3_db_config(
+            db,
+            libsqlite3_sys::SQLITE_DBCONFIG_ENABLE_QPSG,
+            1 as std::os::raw::c_int,
+            std::ptr::null_mut::<std::os::raw::c_int>(),
+        );
+    }
+    libsqlite3_sys::SQLITE_OK
+}
+
 /// The connection pool of one backend.
 #[derive(Clone)]
 pub enum Pools {
@@ -159,6 +224,7 @@ impl Db {
         let statements = Arc::new(AtomicU64::new(0));
         let pools = match url {
             DatabaseUrl::Sqlite(path) => {
+                keep_sqlite_query_plans();
                 let counter = statements.clone();
                 let mut config = ManagerConfig::<SqliteConn>::default();
                 config.recycling_method = RecyclingMethod::Fast;
