@@ -15,7 +15,7 @@ use crate::validate::{self, Invalid};
 use passwords::{HashError, Passwords};
 
 /// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     User,
     Admin,
@@ -43,7 +43,7 @@ impl TryFrom<String> for Role {
 }
 
 /// A registered user, without the password hash.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = users)]
 pub struct User {
     pub id: i64,

@@ -17,7 +17,12 @@ pub struct Query;
 impl Query {
     /// The signed-in user; null when anonymous.
     async fn me(&self, ctx: &Context<'_>) -> Result<Option<UserObject>, ApiError> {
-        let Some(user_id) = session(ctx).user_id().await? else {
+        let session = session(ctx);
+        if let Some(user) = session.user().await? {
+            return Ok(Some(UserObject(user)));
+        }
+        // Anonymous, or signed in during this very request.
+        let Some(user_id) = session.user_id().await? else {
             return Ok(None);
         };
         Ok(User::find(&services(ctx).db, user_id)

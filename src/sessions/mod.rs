@@ -18,18 +18,24 @@ pub mod throttle;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::session::Record;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
 
+use crate::accounts::User;
 use store::SqlSessionStore;
 
 /// The cookie's name, as the contract says.
 pub const COOKIE_NAME: &str = "sid";
-/// The one key a session's data holds.
+/// The one key a session stores.
 const AUTH_KEY: &str = "auth";
+/// Where the store puts the session's user, read from `users` with the
+/// session in one query; never stored (see [`stored_data`]).
+const USER_KEY: &str = "user";
 
 /// Who signed in, and when; times are Unix milliseconds.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -44,6 +50,23 @@ struct SignedIn {
 pub(crate) fn user_id_of(record: &Record) -> Option<i64> {
     let value = record.data.get(AUTH_KEY)?;
     SignedIn::deserialize(value).ok().map(|auth| auth.user_id)
+}
+
+/// Adds the session's user, as just read from the database, to a loaded record.
+pub(crate) fn attach_user(record: &mut Record, user: &User) {
+    if let Ok(user) = serde_json::to_value(user) {
+        record.data.insert(USER_KEY.to_owned(), user);
+    }
+}
+
+/// What the store persists of a record: everything but the attached user.
+pub(crate) fn stored_data(record: &Record) -> HashMap<&str, &serde_json::Value> {
+    record
+        .data
+        .iter()
+        .filter(|(key, _)| key.as_str() != USER_KEY)
+        .map(|(key, value)| (key.as_str(), value))
+        .collect()
 }
 
 /// The session timeouts.
@@ -127,6 +150,8 @@ impl AuthSession {
     pub async fn sign_in(&self, user_id: i64) -> Result<(), SessionError> {
         if self.session.id().is_some() {
             self.session.cycle_id().await?;
+            // The previous user's, if the browser was signed in already.
+            self.session.remove_value(USER_KEY).await?;
         }
         let now = now_millis();
         let auth = SignedIn {
@@ -149,6 +174,17 @@ impl AuthSession {
         let user_id = self.check().await?;
         self.remember(user_id);
         Ok(user_id)
+    }
+
+    /// The signed-in user as loaded with the session (no query of its own),
+    /// or `None` when anonymous or when the user signed in during this
+    /// request (then look them up by [`AuthSession::user_id`]).
+    pub async fn user(&self) -> Result<Option<User>, SessionError> {
+        let Some(user_id) = self.user_id().await? else {
+            return Ok(None);
+        };
+        let user = self.session.get::<User>(USER_KEY).await?;
+        Ok(user.filter(|user| user.id == user_id))
     }
 
     /// Deletes the session server-side; the response expires the cookie.
@@ -183,5 +219,39 @@ impl AuthSession {
 
     fn remember(&self, user_id: Option<i64>) {
         *self.user.lock().unwrap_or_else(|p| p.into_inner()) = Some(user_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::Role;
+
+    #[test]
+    fn an_attached_user_reads_back_and_is_never_stored() {
+        let user = User {
+            id: 7,
+            username: "alice".into(),
+            role: Role::User,
+            created_at: time::macros::datetime!(2026-11-22 05:00:00.123456),
+        };
+        let mut record = Record {
+            id: tower_sessions::session::Id::default(),
+            data: HashMap::new(),
+            expiry_date: OffsetDateTime::now_utc(),
+        };
+        record
+            .data
+            .insert(AUTH_KEY.into(), serde_json::json!({"user_id": 7}));
+        attach_user(&mut record, &user);
+        let back: User = serde_json::from_value(record.data[USER_KEY].clone()).unwrap();
+        assert_eq!(
+            (back.id, back.username.as_str(), back.created_at),
+            (7, "alice", user.created_at)
+        );
+        assert_eq!(
+            stored_data(&record).keys().copied().collect::<Vec<_>>(),
+            [AUTH_KEY]
+        );
     }
 }

@@ -199,3 +199,23 @@ async fn a_session_survives_a_restart_and_is_honoured_by_every_instance() {
     let body = restarted.graphql_with_cookie(&cookie, ME).await;
     assert_eq!(body["data"]["me"], serde_json::Value::Null);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn me_reads_the_session_and_its_user_in_one_statement() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let mut costs = Vec::new();
+    for _ in 0..3 {
+        let before = app.db.statements_executed();
+        assert_eq!(app.me().await.as_deref(), Some("alice"));
+        costs.push(app.db.statements_executed() - before);
+    }
+    assert_eq!(
+        costs.iter().min(),
+        Some(&1),
+        "statements per request: {costs:?}"
+    );
+    // Signing in as someone else in the same browser shows the new user.
+    assert_no_errors(&app.register("bob").await);
+    assert_eq!(app.me().await.as_deref(), Some("bob"));
+}
