@@ -128,8 +128,9 @@ pub enum ConnectError {
     Migrate(String),
 }
 
-/// Makes every SQLite connection this process opens keep one query plan per
-/// statement, whatever values are bound (`SQLITE_DBCONFIG_ENABLE_QPSG`).
+/// Sets SQLite up for this process, once: no mutexes it does not need, and
+/// every connection keeps one query plan per statement, whatever values are
+/// bound (`SQLITE_DBCONFIG_ENABLE_QPSG`).
 ///
 /// Without it, the bundled SQLite (built with STAT4) marks a statement for
 /// re-preparation whenever a parameter the planner looked at is re-bound —
@@ -137,12 +138,22 @@ pub enum ConnectError {
 /// which was a quarter of a signed-in request's time. There is no pragma for
 /// this setting, so it is applied through SQLite's auto-extension hook,
 /// which runs for each new connection.
-fn keep_sqlite_query_plans() {
+fn configure_sqlite() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: `enable_qpsg` has the signature SQLite expects of an
+        // SAFETY: `sqlite3_config` runs before SQLite is initialized (this
+        // is the first SQLite call the process makes; later calls would only
+        // be refused). `enable_qpsg` has the signature SQLite expects of an
         // auto-extension entry point and lives for the whole program.
         unsafe {
+            // Each connection is used by one thread at a time (the pool lends
+            // it out), so SQLite's per-connection mutex is redundant; memory
+            // statistics would take a global mutex on every allocation.
+            libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_MULTITHREAD);
+            libsqlite3_sys::sqlite3_config(
+                libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS,
+                0 as std::os::raw::c_int,
+            );
             libsqlite3_sys::sqlite3_auto_extension(Some(enable_qpsg));
         }
     });
@@ -224,7 +235,7 @@ impl Db {
         let statements = Arc::new(AtomicU64::new(0));
         let pools = match url {
             DatabaseUrl::Sqlite(path) => {
-                keep_sqlite_query_plans();
+                configure_sqlite();
                 let counter = statements.clone();
                 let mut config = ManagerConfig::<SqliteConn>::default();
                 config.recycling_method = RecyclingMethod::Fast;
