@@ -177,13 +177,13 @@ pub async fn authenticate(
     let permit = passwords.permit().await;
     // Again, now that attempts queued ahead of this one have been counted: a
     // burst of concurrent guesses gets no more tries than a sequence would.
-    throttle.check(&keys).await?;
+    let standing = throttle.check(&keys).await?;
     let hash = found.as_ref().map(|(_, hash)| hash.as_str());
     let password = if plausible { password } else { "" };
     if passwords.verify(permit, password, hash).await
         && let Some((user, _)) = found
     {
-        throttle.succeeded(&keys).await?;
+        throttle.succeeded(&keys, standing).await?;
         return Ok(user);
     }
     throttle.failed(&keys).await?;

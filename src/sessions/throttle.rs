@@ -61,6 +61,12 @@ impl ThrottleKeys {
     }
 }
 
+/// What [`LoginThrottle::check`] found when it let an attempt through.
+#[derive(Debug, Clone, Copy)]
+pub struct Standing {
+    user_has_failures: bool,
+}
+
 /// Counts failed logins and refuses logins while locked.
 #[derive(Clone)]
 pub struct LoginThrottle {
@@ -73,25 +79,30 @@ impl LoginThrottle {
         Self { db }
     }
 
-    /// `RateLimited` while either key is locked.
-    pub async fn check(&self, keys: &ThrottleKeys) -> Result<(), AccountError> {
+    /// `RateLimited` while either key is locked; otherwise whether the
+    /// username + address has failures on record (for [`Self::succeeded`]).
+    pub async fn check(&self, keys: &ThrottleKeys) -> Result<Standing, AccountError> {
         let now = now();
-        let until: Option<PrimitiveDateTime> = with_conn!(self.db, conn => lf::table
+        let rows: Vec<(String, Option<PrimitiveDateTime>)> = with_conn!(self.db, conn => lf::table
             .filter(lf::key.eq_any([&keys.user, &keys.address]))
-            .filter(lf::locked_until.gt(now))
-            .select(diesel::dsl::max(lf::locked_until))
-            .get_result(conn)
+            .select((lf::key, lf::locked_until))
+            .load(conn)
             .await
             .map_err(DbError::from)?);
-        match until {
-            Some(until) => {
-                let wait = (until - now).as_seconds_f64().ceil().max(1.0);
-                Err(AccountError::RateLimited {
-                    retry_after: wait as u64,
-                })
-            }
-            None => Ok(()),
+        let locked_until = rows
+            .iter()
+            .filter_map(|(_, until)| *until)
+            .filter(|until| *until > now)
+            .max();
+        if let Some(until) = locked_until {
+            let wait = (until - now).as_seconds_f64().ceil().max(1.0);
+            return Err(AccountError::RateLimited {
+                retry_after: wait as u64,
+            });
         }
+        Ok(Standing {
+            user_has_failures: rows.iter().any(|(key, _)| *key == keys.user),
+        })
     }
 
     /// Counts a failure against both keys, locking those past their threshold.
@@ -120,8 +131,12 @@ impl LoginThrottle {
         Ok(())
     }
 
-    /// Clears the username + address count after a successful login.
-    pub async fn succeeded(&self, keys: &ThrottleKeys) -> Result<(), DbError> {
+    /// Clears the username + address count after a successful login (no
+    /// statement at all when there was none).
+    pub async fn succeeded(&self, keys: &ThrottleKeys, standing: Standing) -> Result<(), DbError> {
+        if !standing.user_has_failures {
+            return Ok(());
+        }
         with_conn!(self.db, conn => diesel::delete(lf::table.find(&keys.user))
             .execute(conn)
             .await?);
