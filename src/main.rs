@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use blogql::config::{Cli, Command};
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a bad setting or an unusable environment.
 const BAD_SETTING: u8 = 2;
 
