@@ -176,7 +176,8 @@ pub async fn authenticate(
     };
     let permit = passwords.permit().await;
     // Again, now that attempts queued ahead of this one have been counted: a
-    // burst of concurrent guesses gets no more tries than a sequence would.
+    // burst of concurrent guesses gets at most the few in flight (two per
+    // hasher thread) beyond what a sequence would.
     let standing = throttle.check(&keys).await?;
     let hash = found.as_ref().map(|(_, hash)| hash.as_str());
     let password = if plausible { password } else { "" };

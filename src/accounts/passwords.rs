@@ -4,8 +4,8 @@
 //! hashing runs on a few dedicated threads, one per core, each reusing one
 //! block of memory for every hash: memory stays at cores × 19 MiB however
 //! many logins arrive, and no hash pays to allocate and fault in fresh
-//! pages. Callers queue for a [`HashPermit`] first, so a burst of logins
-//! waits its turn instead of piling up.
+//! pages. Callers queue for a [`HashPermit`] first (two per thread), so a
+//! burst of logins waits its turn instead of piling up.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -62,7 +62,10 @@ impl Passwords {
                 .map_err(|err| HashError(format!("cannot start a hasher thread: {err}")))?;
         }
         let mut passwords = Self {
-            permits: Arc::new(Semaphore::new(cores)),
+            // One hash running and one queued per thread: the queued one
+            // starts the moment a thread frees up, while its caller's last
+            // database check before hashing happens in parallel.
+            permits: Arc::new(Semaphore::new(2 * cores)),
             jobs,
             dummy_hash: Arc::from(""),
         };
