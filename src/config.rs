@@ -237,6 +237,9 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
+/// Longest session timeout accepted: ten years keeps every deadline a date.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
+
 fn duration(name: &'static str, value: &str) -> Result<Duration, SettingError> {
     let parsed = humantime::parse_duration(value.trim()).map_err(|err| {
         bad(
@@ -246,6 +249,9 @@ fn duration(name: &'static str, value: &str) -> Result<Duration, SettingError> {
     })?;
     if parsed < Duration::from_secs(1) {
         return Err(bad(name, "must be at least 1s"));
+    }
+    if parsed > MAX_TIMEOUT {
+        return Err(bad(name, "must be at most 3650d"));
     }
     Ok(parsed)
 }

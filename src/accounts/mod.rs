@@ -164,11 +164,13 @@ pub async fn authenticate(
     password: &str,
     client: IpAddr,
 ) -> Result<User, AccountError> {
-    let keys = ThrottleKeys::new(username, client);
+    // Input outside the rules cannot match any account; it is checked (and
+    // counted) like any wrong password, without saying why. Usernames that
+    // cannot exist share one counter, so their text is never stored.
+    let valid_username = validate::username(username).is_ok();
+    let plausible = valid_username && validate::password(password).is_ok();
+    let keys = ThrottleKeys::new(if valid_username { username } else { "-" }, client);
     throttle.check(&keys).await?;
-    // Lengths outside the rules cannot match any account; they are checked
-    // (and counted) like any wrong password, without saying why.
-    let plausible = validate::username(username).is_ok() && validate::password(password).is_ok();
     let found = if plausible {
         User::find_credentials(db, username).await?
     } else {

@@ -1,6 +1,11 @@
 //! Parsed queries, remembered by their text: clients send the same few
 //! operations again and again, and parsing is a visible share of a small
-//! request's time. Only short texts are kept, so the cache stays small.
+//! request's time.
+//!
+//! Parsing is also where a hostile query costs most (a parsed document
+//! takes about a hundred times the memory of its text), so the text is
+//! bounded before parsing, and only short documents that passed validation
+//! are remembered.
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -8,17 +13,29 @@ use std::sync::Mutex;
 use async_graphql::parser::types::ExecutableDocument;
 use lru::LruCache;
 
+/// Longest query text parsed at all: 1,000 aliased pages fit (about 45 KiB),
+/// so the complexity limit, not this one, is what refuses them.
+pub const MAX_QUERY_BYTES: usize = 100 * 1024;
 /// How many distinct query texts are remembered.
-const CAPACITY: usize = 512;
+const CAPACITY: usize = 256;
 /// Longer texts are parsed every time rather than remembered.
-const MAX_CACHED_LEN: usize = 8 * 1024;
+const MAX_CACHED_BYTES: usize = 2 * 1024;
 
 /// Why a query could not be parsed.
 pub enum ParseFailure {
+    /// Longer than [`MAX_QUERY_BYTES`].
+    TooLong,
     /// The parser's nesting guard fired.
     TooDeep,
     /// Not GraphQL; the parser's message.
     Syntax(String),
+}
+
+/// A parsed query, and whether to remember it once it has validated.
+pub struct Parsed {
+    pub document: ExecutableDocument,
+    /// Worth remembering: new and short.
+    pub remember: bool,
 }
 
 /// A bounded cache of parsed documents.
@@ -37,19 +54,29 @@ impl Default for DocumentCache {
 
 impl DocumentCache {
     /// The parsed document for `query`, from the cache when it is there.
-    pub fn parse(&self, query: &str) -> Result<ExecutableDocument, ParseFailure> {
-        let cacheable = query.len() <= MAX_CACHED_LEN;
-        if cacheable && let Some(document) = self.lock().get(query) {
-            return Ok(document.clone());
+    pub fn parse(&self, query: &str) -> Result<Parsed, ParseFailure> {
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(ParseFailure::TooLong);
+        }
+        if let Some(document) = self.lock().get(query) {
+            return Ok(Parsed {
+                document: document.clone(),
+                remember: false,
+            });
         }
         let document = async_graphql::parser::parse_query(query).map_err(|err| match err {
             async_graphql::parser::Error::RecursionLimitExceeded => ParseFailure::TooDeep,
             err => ParseFailure::Syntax(err.to_string()),
         })?;
-        if cacheable {
-            self.lock().put(query.to_owned(), document.clone());
-        }
-        Ok(document)
+        Ok(Parsed {
+            document,
+            remember: query.len() <= MAX_CACHED_BYTES,
+        })
+    }
+
+    /// Keeps a document that passed validation.
+    pub fn remember(&self, query: String, document: ExecutableDocument) {
+        self.lock().put(query, document);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, ExecutableDocument>> {

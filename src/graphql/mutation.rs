@@ -10,12 +10,18 @@ use crate::accounts;
 use crate::posts::Post;
 use crate::validate;
 
+/// What a field that hashes a password costs: over half the complexity
+/// limit, so one operation runs at most one argon2 hash (aliases would
+/// otherwise buy thousands of them with one request).
+const PASSWORD_FIELD_COMPLEXITY: usize = super::MAX_COMPLEXITY / 2 + 1;
+
 /// Writes.
 pub struct Mutation;
 
 #[Object]
 impl Mutation {
     /// Creates an account and signs it in.
+    #[graphql(complexity = "PASSWORD_FIELD_COMPLEXITY + child_complexity")]
     async fn register(
         &self,
         ctx: &Context<'_>,
@@ -34,6 +40,7 @@ impl Mutation {
     }
 
     /// Signs in under a new session.
+    #[graphql(complexity = "PASSWORD_FIELD_COMPLEXITY + child_complexity")]
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<UserObject, ApiError> {
         let services = services(ctx);
         let ClientAddr(client) = *ctx.data_unchecked::<ClientAddr>();

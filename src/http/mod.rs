@@ -26,7 +26,7 @@ use tower_sessions::Session;
 use tracing::Level;
 
 use crate::db::Db;
-use crate::graphql::documents::{DocumentCache, ParseFailure};
+use crate::graphql::documents::{DocumentCache, MAX_QUERY_BYTES, ParseFailure};
 use crate::graphql::error::{PARSE_FAILED, VALIDATION_FAILED, ensure_codes};
 use crate::graphql::{BlogSchema, ClientAddr};
 use crate::sessions::store::SqlSessionStore;
@@ -142,7 +142,10 @@ async fn run(
     is_get: bool,
 ) -> Response {
     let headers = request.headers();
-    if !csrf::allows(headers) {
+    let passes_csrf_rule = csrf::allows(headers);
+    // A POST is refused before its body is read; a GET only after it is
+    // known not to be a mutation, which gets 405 whatever its headers.
+    if !is_get && !passes_csrf_rule {
         return csrf::refusal();
     }
     let format = ResponseFormat::negotiate(headers);
@@ -154,23 +157,28 @@ async fn run(
         GraphQLRequest::<GraphQLRejection>::from_request(request, &())
             .await
             .map(GraphQLRequest::into_inner)
-            .map_err(IntoResponse::into_response)
+            .map_err(|rejection| bad_body(&rejection.0))
     };
     let mut graphql_request = match request {
         Ok(request) => request,
         Err(response) => return response,
     };
-    let document = match state.documents.parse(&graphql_request.query) {
-        Ok(document) => document,
+    let parsed = match state.documents.parse(&graphql_request.query) {
+        Ok(parsed) => parsed,
+        Err(ParseFailure::TooLong) => {
+            let message = format!(
+                "Query is too complex: its text is over {} KiB.",
+                MAX_QUERY_BYTES / 1024
+            );
+            return format.request_error(VALIDATION_FAILED, &message);
+        }
         // The parser's own nesting guard fires before the depth limit can.
         Err(ParseFailure::TooDeep) => {
             return format.request_error(VALIDATION_FAILED, "Query is nested too deep.");
         }
         Err(ParseFailure::Syntax(message)) => return format.request_error(PARSE_FAILED, &message),
     };
-    let operation = operation_type(&document, graphql_request.operation_name.as_deref());
-    graphql_request.set_parsed_query(document);
-    if is_get && operation == Some(OperationType::Mutation) {
+    if is_get && !only_queries(&parsed.document, graphql_request.operation_name.as_deref()) {
         let mut response = json_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",
@@ -181,10 +189,22 @@ async fn run(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
+    if !passes_csrf_rule {
+        return csrf::refusal();
+    }
+    let remember = parsed
+        .remember
+        .then(|| (graphql_request.query.clone(), parsed.document.clone()));
+    graphql_request.set_parsed_query(parsed.document);
     let graphql_request = graphql_request
         .data(AuthSession::new(session, state.policy))
         .data(ClientAddr(client));
     let mut response = state.schema.execute(graphql_request).await;
+    if let Some((query, document)) = remember
+        && !is_request_error(&response)
+    {
+        state.documents.remember(query, document);
+    }
     ensure_codes(&mut response.errors);
     format.respond(&response)
 }
@@ -217,14 +237,50 @@ fn from_query_string(query_string: &str) -> Result<async_graphql::Request, Strin
     Ok(request)
 }
 
-/// The type of the operation that would run, if the document names one.
-fn operation_type(document: &ExecutableDocument, name: Option<&str>) -> Option<OperationType> {
+/// Whether the operation that would run is a query. When the document does
+/// not say which one runs, every operation in it must be a query.
+fn only_queries(document: &ExecutableDocument, name: Option<&str>) -> bool {
+    let is_query = |ty: OperationType| ty == OperationType::Query;
     match (&document.operations, name) {
-        (DocumentOperations::Single(operation), _) => Some(operation.node.ty),
-        (DocumentOperations::Multiple(operations), Some(name)) => {
-            operations.get(name).map(|op| op.node.ty)
-        }
-        (DocumentOperations::Multiple(_), None) => None,
+        (DocumentOperations::Single(operation), _) => is_query(operation.node.ty),
+        (DocumentOperations::Multiple(operations), Some(name)) => match operations.get(name) {
+            Some(operation) => is_query(operation.node.ty),
+            None => operations
+                .values()
+                .all(|operation| is_query(operation.node.ty)),
+        },
+        (DocumentOperations::Multiple(operations), None) => operations
+            .values()
+            .all(|operation| is_query(operation.node.ty)),
+    }
+}
+
+/// Nothing executed: every error precedes execution (has no path).
+fn is_request_error(response: &async_graphql::Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty())
+}
+
+/// A body that is not one GraphQL request (malformed JSON, a batch, too
+/// large), answered in the shape of a GraphQL error.
+fn bad_body(error: &async_graphql::ParseRequestError) -> Response {
+    match error {
+        async_graphql::ParseRequestError::PayloadTooLarge => json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BAD_REQUEST",
+            "the request body is too large",
+        ),
+        async_graphql::ParseRequestError::UnsupportedBatch => json_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "batched requests are not supported: send one operation per request",
+        ),
+        error => json_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            &format!("the body is not a GraphQL request: {error}"),
+        ),
     }
 }
 
@@ -279,10 +335,7 @@ impl ResponseFormat {
     }
 
     fn respond(self, response: &async_graphql::Response) -> Response {
-        // Nothing executed: every error precedes execution (has no path).
-        let request_error = response.data == async_graphql::Value::Null
-            && !response.errors.is_empty()
-            && response.errors.iter().all(|error| error.path.is_empty());
+        let request_error = is_request_error(response);
         let body = match serde_json::to_vec(response) {
             Ok(body) => body,
             Err(err) => {

@@ -116,7 +116,45 @@ async fn get_never_runs_a_mutation() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // A lone named mutation, with and without the preflight header.
+    let named = format!("mutation M {}", &REGISTER["mutation ".len()..]);
+    for header in [Some("true"), None] {
+        let mut request = app
+            .client
+            .get(app.graphql_url())
+            .query(&[("query", named.as_str())]);
+        if let Some(value) = header {
+            request = request.header("apollo-require-preflight", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "header {header:?}"
+        );
+    }
     assert_eq!(app.sql_count("SELECT COUNT(*) AS n FROM users").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_are_not_one_request_get_a_graphql_shaped_400() {
+    let app = TestApp::spawn().await;
+    for body in [
+        "{not json",
+        r#"[{"query":"{ me { id } }"},{"query":"{ me { id } }"}]"#,
+    ] {
+        let response = app
+            .client
+            .post(app.graphql_url())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let answer: Value = response.json().await.expect("a JSON error body");
+        assert_eq!(error_code(&answer), "BAD_REQUEST", "{answer}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,6 +49,45 @@ async fn deep_nesting_is_refused_before_touching_the_database() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nesting_past_the_depth_limit_is_refused_by_name() {
+    let app = TestApp::spawn().await;
+    // Five levels of posts -> author: depth 21, well inside what the parser
+    // accepts, so this is the depth limit speaking.
+    let mut query = String::from("id");
+    for _ in 0..5 {
+        query = format!("posts(first: 1) {{ edges {{ node {{ author {{ {query} }} }} }} }}");
+    }
+    let body = app.graphql(&format!("{{ {query} }}"), json!({})).await;
+    assert!(first_message(&body).contains("nested too deep"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_operation_runs_at_most_one_password_hash() {
+    let app = TestApp::spawn().await;
+    let body = app
+        .graphql(
+            r#"mutation {
+                a: register(input: {username: "alias_a", password: "correct horse battery"}) { id }
+                b: register(input: {username: "alias_b", password: "correct horse battery"}) { id }
+            }"#,
+            json!({}),
+        )
+        .await;
+    assert!(first_message(&body).contains("complex"), "{body}");
+    assert_eq!(app.sql_count("SELECT COUNT(*) AS n FROM users").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_text_over_100_kib_is_refused_before_parsing() {
+    let app = TestApp::spawn().await;
+    let query = format!("{{ {} }}", "me { id } ".repeat(12_000));
+    let before = app.db.statements_executed();
+    let body = app.graphql(&query, json!({})).await;
+    assert!(first_message(&body).contains("too complex"), "{body}");
+    assert_eq!(app.db.statements_executed(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_aliased_pages_are_refused() {
     let app = TestApp::spawn().await;
     let fields: String = (0..1000)

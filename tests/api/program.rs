@@ -37,6 +37,7 @@ fn a_bad_setting_stops_with_one_line_naming_it_and_exit_code_2() {
     for (name, value) in [
         ("BLOGQL_SESSION_IDLE_TIMEOUT", "soon"),
         ("BLOGQL_SESSION_ABSOLUTE_TIMEOUT", "0s"),
+        ("BLOGQL_SESSION_ABSOLUTE_TIMEOUT", "10000y"),
         ("DATABASE_URL", "mysql://localhost/blog"),
         (
             "DATABASE_URL",
