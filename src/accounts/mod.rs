@@ -134,7 +134,7 @@ pub async fn register(
         return Err(AccountError::UsernameTaken);
     }
     let password_hash = passwords.hash(password).await?;
-    let inserted = with_conn!(db, conn => diesel::insert_into(users::table)
+    let inserted = with_conn!(db, write conn => diesel::insert_into(users::table)
         .values((
             users::username.eq(username),
             users::password_hash.eq(&password_hash),

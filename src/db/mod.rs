@@ -28,13 +28,18 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
-/// An async SQLite connection: diesel's sync connection, run in place.
+/// An SQLite connection for reads: diesel's sync connection, run in place.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, InPlace>;
+/// The SQLite connection for writes, run on tokio's blocking pool: a write
+/// may wait for the file's lock (another process, a checkpoint), and must
+/// not stall the async threads while it does.
+pub type SqliteWriteConn = SyncConnectionWrapper<SqliteConnection>;
 
 /// Runs each SQLite call on the task's own thread instead of tokio's
-/// blocking pool. A call on a local file takes microseconds; handing it to
+/// blocking pool. A read on a local file takes microseconds; handing it to
 /// another thread and back costs more than that (two futex wake-ups), and
-/// was most of a signed-in request's time.
+/// was most of a signed-in request's time. In WAL mode readers never wait
+/// for writers, so only reads run this way.
 pub struct InPlace;
 
 impl SpawnBlocking for InPlace {
@@ -69,7 +74,9 @@ const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WA
 // Connections are recycled without a `SELECT 1` per checkout (a round trip
 // on every request); a connection that failed is marked broken by
 // diesel-async and dropped by the pool instead.
-const SQLITE_POOL_SIZE: usize = 8;
+const SQLITE_READ_POOL_SIZE: usize = 8;
+/// SQLite has one writer at a time: our writes queue here, not on the lock.
+const SQLITE_WRITE_POOL_SIZE: usize = 1;
 const POSTGRES_POOL_SIZE: usize = 16;
 /// How long a request waits for a free connection (or a new one) before failing.
 const POOL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -179,10 +186,13 @@ unsafe extern "C" fn enable_qpsg(
     libsqlite3_sys::SQLITE_OK
 }
 
-/// The connection pool of one backend.
+/// The connection pools of one backend.
 #[derive(Clone)]
 pub enum Pools {
-    Sqlite(Pool<SqliteConn>),
+    Sqlite {
+        reads: Pool<SqliteConn>,
+        writes: Pool<SqliteWriteConn>,
+    },
     Postgres(Pool<AsyncPgConnection>),
 }
 
@@ -209,13 +219,29 @@ macro_rules! build_pool {
 }
 
 /// Runs `$body` with `$conn` bound to a pooled connection of whichever
-/// backend `$db` uses. The body is compiled once per backend, so it must be an
-/// expression valid for both; it may use `?` on [`DbError`]s.
+/// backend `$db` uses: `with_conn!(db, conn => …)` for reads,
+/// `with_conn!(db, write conn => …)` for statements that write. The body is
+/// compiled once per backend, so it must be an expression valid for both;
+/// it may use `?` on [`DbError`]s.
 macro_rules! with_conn {
+    ($db:expr, write $conn:ident => $body:expr) => {
+        match $db.pools() {
+            $crate::db::Pools::Sqlite { writes, .. } => {
+                let mut pooled = writes.get().await.map_err($crate::db::DbError::from)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            $crate::db::Pools::Postgres(pool) => {
+                let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    };
     ($db:expr, $conn:ident => $body:expr) => {
         match $db.pools() {
-            $crate::db::Pools::Sqlite(pool) => {
-                let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
+            $crate::db::Pools::Sqlite { reads, .. } => {
+                let mut pooled = reads.get().await.map_err($crate::db::DbError::from)?;
                 let $conn = &mut *pooled;
                 $body
             }
@@ -236,24 +262,18 @@ impl Db {
         let pools = match url {
             DatabaseUrl::Sqlite(path) => {
                 configure_sqlite();
-                let counter = statements.clone();
-                let mut config = ManagerConfig::<SqliteConn>::default();
-                config.recycling_method = RecyclingMethod::Fast;
-                config.custom_setup = Box::new(move |path| {
-                    let counter = counter.clone();
-                    let path = path.to_owned();
-                    async move {
-                        let mut conn = SqliteConn::establish(&path).await?;
-                        conn.batch_execute(SQLITE_SETUP)
-                            .await
-                            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                        conn.set_instrumentation(statement_counter(counter));
-                        Ok(conn)
-                    }
-                    .boxed()
-                });
-                let manager = AsyncDieselConnectionManager::new_with_config(path, config);
-                Pools::Sqlite(build_pool!(manager, SQLITE_POOL_SIZE)?)
+                let reads = AsyncDieselConnectionManager::new_with_config(
+                    path,
+                    sqlite_setup::<SqliteConn>(&statements),
+                );
+                let writes = AsyncDieselConnectionManager::new_with_config(
+                    path,
+                    sqlite_setup::<SqliteWriteConn>(&statements),
+                );
+                Pools::Sqlite {
+                    reads: build_pool!(reads, SQLITE_READ_POOL_SIZE)?,
+                    writes: build_pool!(writes, SQLITE_WRITE_POOL_SIZE)?,
+                }
             }
             DatabaseUrl::Postgres(url) => {
                 let counter = statements.clone();
@@ -333,6 +353,30 @@ impl Db {
     pub fn pools(&self) -> &Pools {
         &self.pools
     }
+}
+
+/// How the pool opens an SQLite connection: pragmas, then the counter.
+fn sqlite_setup<C>(statements: &Arc<AtomicU64>) -> ManagerConfig<C>
+where
+    C: AsyncConnection + SimpleAsyncConnection + Send + 'static,
+{
+    let counter = statements.clone();
+    let mut config = ManagerConfig::<C>::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |path| {
+        let counter = counter.clone();
+        let path = path.to_owned();
+        async move {
+            let mut conn = C::establish(&path).await?;
+            conn.batch_execute(SQLITE_SETUP)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            conn.set_instrumentation(statement_counter(counter));
+            Ok(conn)
+        }
+        .boxed()
+    });
+    config
 }
 
 /// Counts the statements a connection starts: tests prove with it that a page

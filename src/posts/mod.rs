@@ -62,7 +62,8 @@ pub fn decode_cursor(cursor: &str) -> Option<i64> {
 impl Post {
     /// Stores a new post by `author_id`.
     pub async fn create(db: &Db, author_id: i64, title: &str, body: &str) -> Result<Post, DbError> {
-        Ok(with_conn!(db, conn => diesel::insert_into(posts::table)
+        Ok(
+            with_conn!(db, write conn => diesel::insert_into(posts::table)
             .values((
                 posts::author_id.eq(author_id),
                 posts::title.eq(title),
@@ -71,7 +72,8 @@ impl Post {
             ))
             .returning(Post::as_returning())
             .get_result(conn)
-            .await?))
+            .await?),
+        )
     }
 
     /// The post with this id, if any.

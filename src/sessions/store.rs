@@ -59,7 +59,7 @@ impl SqlSessionStore {
     pub async fn delete_expired(&self) -> Result<usize, DbError> {
         let now = now();
         Ok(
-            with_conn!(self.db, conn => diesel::delete(sessions::table.filter(sessions::expires_at.le(now)))
+            with_conn!(self.db, write conn => diesel::delete(sessions::table.filter(sessions::expires_at.le(now)))
             .execute(conn)
             .await?),
         )
@@ -68,7 +68,7 @@ impl SqlSessionStore {
     /// Inserts unless the ID exists; `false` on a collision.
     async fn insert_new(&self, record: &Record) -> session_store::Result<bool> {
         let data = encode(record)?;
-        let inserted = with_conn!(self.db, conn => diesel::insert_into(sessions::table)
+        let inserted = with_conn!(self.db, write conn => diesel::insert_into(sessions::table)
             .values((
                 sessions::id_hash.eq(id_hash(&record.id)),
                 sessions::user_id.eq(super::user_id_of(record)),
@@ -98,7 +98,7 @@ impl SessionStore for SqlSessionStore {
     /// out elsewhere, expired) stays deleted.
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         let data = encode(record)?;
-        with_conn!(self.db, conn => diesel::update(sessions::table.find(id_hash(&record.id)))
+        with_conn!(self.db, write conn => diesel::update(sessions::table.find(id_hash(&record.id)))
             .set((
                 sessions::user_id.eq(super::user_id_of(record)),
                 sessions::data.eq(&data),
@@ -139,7 +139,7 @@ impl SessionStore for SqlSessionStore {
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        with_conn!(self.db, conn => diesel::delete(sessions::table.find(id_hash(id)))
+        with_conn!(self.db, write conn => diesel::delete(sessions::table.find(id_hash(id)))
             .execute(conn)
             .await
             .map_err(DbError::from)?);

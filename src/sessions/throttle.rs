@@ -109,7 +109,7 @@ impl LoginThrottle {
     pub async fn failed(&self, keys: &ThrottleKeys) -> Result<(), DbError> {
         let now = now();
         for (key, threshold) in keys.with_thresholds() {
-            let failures: i32 = with_conn!(self.db, conn => diesel::insert_into(lf::table)
+            let failures: i32 = with_conn!(self.db, write conn => diesel::insert_into(lf::table)
                 .values((lf::key.eq(key), lf::failures.eq(1), lf::last_failed_at.eq(now)))
                 .on_conflict(lf::key)
                 .do_update()
@@ -122,7 +122,7 @@ impl LoginThrottle {
                     .unwrap_or(u32::MAX)
                     .min(20);
                 let lock = Duration::from_secs(1u64 << doublings).min(MAX_LOCK);
-                with_conn!(self.db, conn => diesel::update(lf::table.find(key))
+                with_conn!(self.db, write conn => diesel::update(lf::table.find(key))
                     .set(lf::locked_until.eq(now + lock))
                     .execute(conn)
                     .await?);
@@ -137,7 +137,7 @@ impl LoginThrottle {
         if !standing.user_has_failures {
             return Ok(());
         }
-        with_conn!(self.db, conn => diesel::delete(lf::table.find(&keys.user))
+        with_conn!(self.db, write conn => diesel::delete(lf::table.find(&keys.user))
             .execute(conn)
             .await?);
         Ok(())
@@ -147,7 +147,7 @@ impl LoginThrottle {
     pub async fn forget_stale(&self) -> Result<usize, DbError> {
         let cutoff = now() - FORGET_AFTER;
         Ok(
-            with_conn!(self.db, conn => diesel::delete(lf::table.filter(lf::last_failed_at.lt(cutoff)))
+            with_conn!(self.db, write conn => diesel::delete(lf::table.filter(lf::last_failed_at.lt(cutoff)))
             .execute(conn)
             .await?),
         )

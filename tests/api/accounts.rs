@@ -208,3 +208,56 @@ async fn throttling_counts_the_client_behind_a_trusted_proxy() {
     // The same username from another client address is not locked out.
     assert_no_errors(&attempt("198.51.100.20", PASSWORD).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waiting_for_the_sqlite_lock_does_not_stall_the_server() {
+    let app = TestApp::spawn().await;
+    let blogql::db::DatabaseUrl::Sqlite(path) = app.database.url.clone() else {
+        return; // PostgreSQL has no file lock to hold.
+    };
+    assert_no_errors(&app.register("alice").await);
+    // Another process (a backup, the sqlite3 shell) holds the write lock.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        use diesel::Connection;
+        use diesel::connection::SimpleConnection;
+        let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
+        conn.batch_execute("BEGIN IMMEDIATE").unwrap();
+        locked.send(()).unwrap();
+        released.recv().unwrap();
+        conn.batch_execute("COMMIT").unwrap();
+    });
+    is_locked.recv().unwrap();
+    // Failed logins must record their failure: writes that now wait.
+    let logins: Vec<_> = (0..4)
+        .map(|_| {
+            let request = app.client.post(app.graphql_url()).json(&json!({
+                "query": "mutation { login(input: {username: \"alice\", password: \"not the password\"}) { id } }",
+            }));
+            tokio::spawn(async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server still answers while they wait (SQLite's busy timeout is 5 s).
+    let health = app
+        .client
+        .get(app.url("/healthz"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+        .expect("the server answers while writes wait for the lock");
+    assert!(health.status().is_success());
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    for login in logins {
+        let body = login.await.unwrap();
+        assert_eq!(error_code(&body), "INVALID_CREDENTIALS", "{body}");
+    }
+    assert!(
+        app.sql_count("SELECT COUNT(*) AS n FROM login_failures")
+            .await
+            > 0,
+        "the failures were counted"
+    );
+}

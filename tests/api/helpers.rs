@@ -295,7 +295,7 @@ impl TestApp {
             n: i64,
         }
         let rows: Vec<Row> = match self.db.pools() {
-            Pools::Sqlite(pool) => {
+            Pools::Sqlite { reads: pool, .. } => {
                 let mut conn = pool.get().await.expect("a connection");
                 diesel::sql_query(sql)
                     .load(&mut *conn)
@@ -321,7 +321,7 @@ impl TestApp {
             s: String,
         }
         let rows: Vec<Row> = match self.db.pools() {
-            Pools::Sqlite(pool) => {
+            Pools::Sqlite { reads: pool, .. } => {
                 let mut conn = pool.get().await.expect("a connection");
                 diesel::sql_query(sql)
                     .load(&mut *conn)
