@@ -176,10 +176,10 @@ pub async fn authenticate(
     } else {
         None
     };
+    // One attempt per username + address at a time on this instance, checked
+    // again once it is its turn: concurrent guesses count like sequential ones.
+    let _turn = throttle.turn(&keys).await;
     let permit = passwords.permit().await;
-    // Again, now that attempts queued ahead of this one have been counted: a
-    // burst of concurrent guesses gets at most the few in flight (two per
-    // hasher thread) beyond what a sequence would.
     let standing = throttle.check(&keys).await?;
     let hash = found.as_ref().map(|(_, hash)| hash.as_str());
     let password = if plausible { password } else { "" };

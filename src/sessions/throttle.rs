@@ -7,7 +7,9 @@
 //! username + address count (not the address's: an attacker could otherwise
 //! reset it by logging in to an account of their own).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use diesel::prelude::*;
@@ -71,12 +73,46 @@ pub struct Standing {
 #[derive(Clone)]
 pub struct LoginThrottle {
     db: Db,
+    turns: Arc<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>>,
+}
+
+/// This instance's only attempt in progress for one username + address.
+pub struct Turn {
+    _held: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl LoginThrottle {
     /// Throttling backed by `db`.
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            turns: Arc::default(),
+        }
+    }
+
+    /// Waits until no other attempt for the same username + address is in
+    /// progress on this instance. Held from the last check until the outcome
+    /// is recorded, it makes concurrent guesses count like sequential ones:
+    /// each sees the failures of those before it.
+    pub async fn turn(&self, keys: &ThrottleKeys) -> Turn {
+        let lock = {
+            let mut turns = self
+                .turns
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            turns.retain(|_, lock| lock.strong_count() > 0);
+            match turns.get(&keys.user).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    turns.insert(keys.user.clone(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        Turn {
+            _held: lock.lock_owned().await,
+        }
     }
 
     /// `RateLimited` while either key is locked; otherwise whether the

@@ -261,3 +261,32 @@ async fn a_write_waiting_for_the_sqlite_lock_does_not_stall_the_server() {
         "the failures were counted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_concurrent_guesses_counts_like_a_sequence() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let guesses: Vec<_> = (0..40)
+        .map(|_| {
+            let request = app.client.post(app.graphql_url()).json(&json!({
+                "query": "mutation { login(input: {username: \"alice\", password: \"not the password\"}) { id } }",
+            }));
+            tokio::spawn(async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() })
+        })
+        .collect();
+    let mut checked = 0;
+    for guess in guesses {
+        let body = guess.await.unwrap();
+        match error_code(&body) {
+            "INVALID_CREDENTIALS" => checked += 1,
+            "RATE_LIMITED" => {}
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    // Five failures lock the username for a second; at most one more guess
+    // is checked if the burst outlasts that second.
+    assert!(
+        checked <= 6,
+        "{checked} of 40 concurrent guesses were checked"
+    );
+}
