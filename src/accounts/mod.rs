@@ -170,23 +170,22 @@ pub async fn authenticate(
     let valid_username = validate::username(username).is_ok();
     let plausible = valid_username && validate::password(password).is_ok();
     let keys = ThrottleKeys::new(if valid_username { username } else { "-" }, client);
-    throttle.check(&keys).await?;
+    // Refused here while locked, before any password work; the attempts in
+    // progress count as failures, so concurrent guesses count like
+    // sequential ones.
+    let attempt = throttle.admit(&keys).await?;
     let found = if plausible {
         User::find_credentials(db, username).await?
     } else {
         None
     };
-    // One attempt per username + address at a time on this instance, checked
-    // again once it is its turn: concurrent guesses count like sequential ones.
-    let _turn = throttle.turn(&keys).await;
     let permit = passwords.permit().await;
-    let standing = throttle.check(&keys).await?;
     let hash = found.as_ref().map(|(_, hash)| hash.as_str());
     let password = if plausible { password } else { "" };
     if passwords.verify(permit, password, hash).await
         && let Some((user, _)) = found
     {
-        throttle.succeeded(&keys, standing).await?;
+        throttle.succeeded(&keys, attempt.standing).await?;
         return Ok(user);
     }
     throttle.failed(&keys).await?;

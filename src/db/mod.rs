@@ -156,12 +156,20 @@ fn configure_sqlite() {
             // Each connection is used by one thread at a time (the pool lends
             // it out), so SQLite's per-connection mutex is redundant; memory
             // statistics would take a global mutex on every allocation.
-            libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_MULTITHREAD);
-            libsqlite3_sys::sqlite3_config(
-                libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS,
-                0 as std::os::raw::c_int,
-            );
-            libsqlite3_sys::sqlite3_auto_extension(Some(enable_qpsg));
+            let codes = [
+                libsqlite3_sys::sqlite3_config(libsqlite3_sys::SQLITE_CONFIG_MULTITHREAD),
+                libsqlite3_sys::sqlite3_config(
+                    libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS,
+                    0 as std::os::raw::c_int,
+                ),
+                libsqlite3_sys::sqlite3_auto_extension(Some(enable_qpsg)),
+            ];
+            if codes.iter().any(|&code| code != libsqlite3_sys::SQLITE_OK) {
+                tracing::warn!(
+                    ?codes,
+                    "SQLite was set up before blogql could configure it; it runs slower"
+                );
+            }
         }
     });
 }

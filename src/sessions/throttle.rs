@@ -6,11 +6,18 @@
 //! logins are refused before any password is checked. A success clears its
 //! username + address count (not the address's: an attacker could otherwise
 //! reset it by logging in to an account of their own).
+//!
+//! Failures are recorded after the password check, so on each instance the
+//! attempts still in progress for a username + address count as failures
+//! when deciding whether another may start ([`LoginThrottle::admit`]): a
+//! burst of concurrent guesses gets no more checks than a sequence would.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
+
 use std::time::Duration;
+use tokio::sync::Notify;
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -66,19 +73,43 @@ impl ThrottleKeys {
 /// What [`LoginThrottle::check`] found when it let an attempt through.
 #[derive(Debug, Clone, Copy)]
 pub struct Standing {
-    user_has_failures: bool,
+    /// Failures on record for the username + address.
+    user_failures: i32,
 }
 
 /// Counts failed logins and refuses logins while locked.
 #[derive(Clone)]
 pub struct LoginThrottle {
     db: Db,
-    turns: Arc<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>>,
+    in_flight: Arc<Mutex<HashMap<String, Weak<InFlight>>>>,
 }
 
-/// This instance's only attempt in progress for one username + address.
-pub struct Turn {
-    _held: tokio::sync::OwnedMutexGuard<()>,
+/// Attempts in progress on this instance for one username + address.
+#[derive(Default)]
+struct InFlight {
+    count: Mutex<i32>,
+    finished: Notify,
+}
+
+/// One attempt in progress; its outcome is to be recorded before it drops.
+pub struct Attempt {
+    in_flight: Arc<InFlight>,
+    /// What the throttle knew when it let the attempt through.
+    pub standing: Standing,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        *lock(&self.in_flight.count) -= 1;
+        // One slot freed: wake one waiter (in arrival order).
+        self.in_flight.finished.notify_one();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl LoginThrottle {
@@ -86,48 +117,69 @@ impl LoginThrottle {
     pub fn new(db: Db) -> Self {
         Self {
             db,
-            turns: Arc::default(),
+            in_flight: Arc::default(),
         }
     }
 
-    /// Waits until no other attempt for the same username + address is in
-    /// progress on this instance. Held from the last check until the outcome
-    /// is recorded, it makes concurrent guesses count like sequential ones:
-    /// each sees the failures of those before it.
-    pub async fn turn(&self, keys: &ThrottleKeys) -> Turn {
-        let lock = {
-            let mut turns = self
-                .turns
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            turns.retain(|_, lock| lock.strong_count() > 0);
-            match turns.get(&keys.user).and_then(Weak::upgrade) {
-                Some(lock) => lock,
+    /// Lets an attempt through once the failures on record plus the
+    /// attempts in progress for its username + address stay under the
+    /// threshold; `RateLimited` while locked. Attempts in progress count as
+    /// failures until they are recorded, so a burst of concurrent guesses
+    /// gets no more checks than a sequence would, while correct logins of
+    /// one account still run side by side.
+    pub async fn admit(&self, keys: &ThrottleKeys) -> Result<Attempt, AccountError> {
+        let in_flight = {
+            let mut all = lock(&self.in_flight);
+            all.retain(|_, state| state.strong_count() > 0);
+            match all.get(&keys.user).and_then(Weak::upgrade) {
+                Some(state) => state,
                 None => {
-                    let lock = Arc::new(tokio::sync::Mutex::new(()));
-                    turns.insert(keys.user.clone(), Arc::downgrade(&lock));
-                    lock
+                    let state = Arc::new(InFlight::default());
+                    all.insert(keys.user.clone(), Arc::downgrade(&state));
+                    state
                 }
             }
         };
-        Turn {
-            _held: lock.lock_owned().await,
+        loop {
+            let finished = in_flight.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            let standing = match self.check(keys).await {
+                Ok(standing) => standing,
+                Err(refused) => {
+                    // Leaving without the slot this wake-up offered: pass it on.
+                    in_flight.finished.notify_one();
+                    return Err(refused);
+                }
+            };
+            {
+                let mut count = lock(&in_flight.count);
+                // Past the threshold (a lock has just expired), one at a time.
+                if *count == 0 || standing.user_failures + *count < USER_THRESHOLD {
+                    *count += 1;
+                    return Ok(Attempt {
+                        in_flight: in_flight.clone(),
+                        standing,
+                    });
+                }
+            }
+            finished.await;
         }
     }
 
     /// `RateLimited` while either key is locked; otherwise whether the
     /// username + address has failures on record (for [`Self::succeeded`]).
-    pub async fn check(&self, keys: &ThrottleKeys) -> Result<Standing, AccountError> {
+    async fn check(&self, keys: &ThrottleKeys) -> Result<Standing, AccountError> {
         let now = now();
-        let rows: Vec<(String, Option<PrimitiveDateTime>)> = with_conn!(self.db, conn => lf::table
+        let rows: Vec<(String, i32, Option<PrimitiveDateTime>)> = with_conn!(self.db, conn => lf::table
             .filter(lf::key.eq_any([&keys.user, &keys.address]))
-            .select((lf::key, lf::locked_until))
+            .select((lf::key, lf::failures, lf::locked_until))
             .load(conn)
             .await
             .map_err(DbError::from)?);
         let locked_until = rows
             .iter()
-            .filter_map(|(_, until)| *until)
+            .filter_map(|(_, _, until)| *until)
             .filter(|until| *until > now)
             .max();
         if let Some(until) = locked_until {
@@ -137,7 +189,10 @@ impl LoginThrottle {
             });
         }
         Ok(Standing {
-            user_has_failures: rows.iter().any(|(key, _)| *key == keys.user),
+            user_failures: rows
+                .iter()
+                .find(|(key, _, _)| *key == keys.user)
+                .map_or(0, |(_, failures, _)| *failures),
         })
     }
 
@@ -170,7 +225,7 @@ impl LoginThrottle {
     /// Clears the username + address count after a successful login (no
     /// statement at all when there was none).
     pub async fn succeeded(&self, keys: &ThrottleKeys, standing: Standing) -> Result<(), DbError> {
-        if !standing.user_has_failures {
+        if standing.user_failures == 0 {
             return Ok(());
         }
         with_conn!(self.db, write conn => diesel::delete(lf::table.find(&keys.user))

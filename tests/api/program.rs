@@ -93,11 +93,18 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
         .current_dir(dir.path())
         .env("BLOGQL_BIND", format!("127.0.0.1:{port}"))
         .env("DATABASE_URL", "sqlite://blogql.db")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Read the log as it comes, so a full pipe never blocks the server.
+    let mut log = server.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        log.read_to_string(&mut text).unwrap();
+        text
+    });
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/graphql");
     let mut ready = false;
@@ -130,22 +137,35 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
         .status()
         .unwrap();
     assert!(killed.success());
+    let mut session_ids = Vec::new();
     for request in requests {
         let response = request
             .await
             .unwrap()
             .expect("a request in flight is answered");
+        let cookie = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        session_ids.push(
+            cookie
+                .split(';')
+                .next()
+                .unwrap()
+                .trim_start_matches("sid=")
+                .to_owned(),
+        );
         let body: serde_json::Value = response.json().await.unwrap();
         assert!(body["data"]["register"]["id"].is_string(), "{body}");
     }
     let status = server.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    let mut stderr = String::new();
-    server
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(!stderr.contains("correct horse"), "no password in the log");
+    // Even at debug level, no password, hash or session ID is logged.
+    let log = log.join().unwrap();
+    assert!(log.contains("shutting down"), "the log was captured: {log}");
+    assert!(!log.contains("correct horse"), "a password in the log");
+    assert!(!log.contains("$argon2id$"), "a password hash in the log");
+    for id in session_ids {
+        assert!(!log.contains(&id), "a session ID in the log");
+    }
 }
