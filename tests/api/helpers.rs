@@ -13,7 +13,9 @@ use std::time::Duration;
 use blogql::config::Config;
 use blogql::db::{DatabaseUrl, Db, Pools};
 use diesel::QueryableByName;
+use diesel::pg::Pg;
 use diesel::sql_types::{BigInt, Text};
+use diesel::sqlite::Sqlite;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use reqwest::cookie::{CookieStore, Jar};
 use reqwest::header::HeaderMap;
@@ -294,22 +296,7 @@ impl TestApp {
             #[diesel(sql_type = BigInt)]
             n: i64,
         }
-        let rows: Vec<Row> = match self.db.pools() {
-            Pools::Sqlite { reads: pool, .. } => {
-                let mut conn = pool.get().await.expect("a connection");
-                diesel::sql_query(sql)
-                    .load(&mut *conn)
-                    .await
-                    .expect("the query runs")
-            }
-            Pools::Postgres(pool) => {
-                let mut conn = pool.get().await.expect("a connection");
-                diesel::sql_query(sql)
-                    .load(&mut *conn)
-                    .await
-                    .expect("the query runs")
-            }
-        };
+        let rows: Vec<Row> = self.sql_rows(sql).await;
         rows.into_iter().next().map_or(0, |row| row.n)
     }
 
@@ -320,23 +307,25 @@ impl TestApp {
             #[diesel(sql_type = Text)]
             s: String,
         }
-        let rows: Vec<Row> = match self.db.pools() {
-            Pools::Sqlite { reads: pool, .. } => {
-                let mut conn = pool.get().await.expect("a connection");
-                diesel::sql_query(sql)
-                    .load(&mut *conn)
-                    .await
-                    .expect("the query runs")
+        let rows: Vec<Row> = self.sql_rows(sql).await;
+        rows.into_iter().map(|row| row.s).collect()
+    }
+
+    async fn sql_rows<R>(&self, sql: &str) -> Vec<R>
+    where
+        R: QueryableByName<Sqlite> + QueryableByName<Pg> + Send + 'static,
+    {
+        let query = diesel::sql_query(sql);
+        match self.db.pools() {
+            Pools::Sqlite { reads, .. } => {
+                let mut conn = reads.get().await.expect("a connection");
+                query.load(&mut *conn).await.expect("the query runs")
             }
             Pools::Postgres(pool) => {
                 let mut conn = pool.get().await.expect("a connection");
-                diesel::sql_query(sql)
-                    .load(&mut *conn)
-                    .await
-                    .expect("the query runs")
+                query.load(&mut *conn).await.expect("the query runs")
             }
-        };
-        rows.into_iter().map(|row| row.s).collect()
+        }
     }
 }
 

@@ -9,9 +9,8 @@ use crate::helpers::{PASSWORD, TestApp, assert_no_errors, error_code, session_co
 
 const ME: &str = "{ me { username } }";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cookie_is_sid_httponly_lax_and_opaque() {
-    let app = TestApp::spawn().await;
+/// Registers `alice` in the default browser; the `Set-Cookie` it answered.
+async fn register_cookie(app: &TestApp) -> String {
     let response = app
         .client
         .post(app.graphql_url())
@@ -19,7 +18,13 @@ async fn the_cookie_is_sid_httponly_lax_and_opaque() {
         .send()
         .await
         .unwrap();
-    let cookie = set_cookie(response.headers()).expect("a sid cookie");
+    set_cookie(response.headers()).expect("a sid cookie")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cookie_is_sid_httponly_lax_and_opaque() {
+    let app = TestApp::spawn().await;
+    let cookie = register_cookie(&app).await;
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(
             cookie.split("; ").any(|a| a == attribute),
@@ -44,14 +49,7 @@ async fn the_cookie_is_sid_httponly_lax_and_opaque() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cookie_is_secure_behind_an_https_public_url() {
     let app = TestApp::spawn_with(|config| config.cookie_secure = true).await;
-    let response = app
-        .client
-        .post(app.graphql_url())
-        .json(&json!({ "query": "mutation { register(input: {username: \"alice\", password: \"correct horse battery\"}) { id } }" }))
-        .send()
-        .await
-        .unwrap();
-    let cookie = set_cookie(response.headers()).expect("a sid cookie");
+    let cookie = register_cookie(&app).await;
     assert!(cookie.split("; ").any(|a| a == "Secure"), "{cookie}");
 }
 
