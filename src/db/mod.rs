@@ -61,6 +61,9 @@ impl SpawnBlocking for InPlace {
     }
 }
 
+/// PostgreSQL advisory lock held while migrating ("blogql" in ASCII).
+const MIGRATION_LOCK: i64 = 0x626c_6f67_716c;
+
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
@@ -336,6 +339,13 @@ impl Db {
                     .map_err(|e| failed(&e))?;
                 tokio::task::spawn_blocking(move || {
                     let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
+                    // Instances starting together take turns; the lock ends
+                    // with this connection.
+                    diesel::connection::SimpleConnection::batch_execute(
+                        &mut conn,
+                        &format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"),
+                    )
+                    .map_err(|e| failed(&e))?;
                     conn.run_pending_migrations(POSTGRES_MIGRATIONS)
                         .map_err(|e| failed(&e))?;
                     Ok(())

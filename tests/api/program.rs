@@ -169,3 +169,30 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
         assert!(!log.contains(&id), "a session ID in the log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_together_on_postgresql_take_turns_migrating() {
+    let database = crate::helpers::TestDatabase::new().await;
+    let blogql::db::DatabaseUrl::Postgres(url) = database.url.clone() else {
+        return; // One SQLite file has one writer anyway.
+    };
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(BIN)
+                .arg("migrate")
+                .env("DATABASE_URL", &url)
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for run in runs {
+        let output = run.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
