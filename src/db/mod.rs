@@ -275,11 +275,11 @@ impl Db {
                 configure_sqlite();
                 let reads = AsyncDieselConnectionManager::new_with_config(
                     path,
-                    sqlite_setup::<SqliteConn>(&statements),
+                    connection_setup::<SqliteConn>(&statements, Some(SQLITE_SETUP)),
                 );
                 let writes = AsyncDieselConnectionManager::new_with_config(
                     path,
-                    sqlite_setup::<SqliteWriteConn>(&statements),
+                    connection_setup::<SqliteWriteConn>(&statements, Some(SQLITE_SETUP)),
                 );
                 Pools::Sqlite {
                     reads: build_pool!(reads, SQLITE_READ_POOL_SIZE)?,
@@ -287,20 +287,10 @@ impl Db {
                 }
             }
             DatabaseUrl::Postgres(url) => {
-                let counter = statements.clone();
-                let mut config = ManagerConfig::<AsyncPgConnection>::default();
-                config.recycling_method = RecyclingMethod::Fast;
-                config.custom_setup = Box::new(move |url| {
-                    let counter = counter.clone();
-                    let url = url.to_owned();
-                    async move {
-                        let mut conn = AsyncPgConnection::establish(&url).await?;
-                        conn.set_instrumentation(statement_counter(counter));
-                        Ok(conn)
-                    }
-                    .boxed()
-                });
-                let manager = AsyncDieselConnectionManager::new_with_config(url, config);
+                let manager = AsyncDieselConnectionManager::new_with_config(
+                    url,
+                    connection_setup::<AsyncPgConnection>(&statements, None),
+                );
                 Pools::Postgres(build_pool!(manager, POSTGRES_POOL_SIZE)?)
             }
         };
@@ -373,22 +363,25 @@ impl Db {
     }
 }
 
-/// How the pool opens an SQLite connection: pragmas, then the counter.
-fn sqlite_setup<C>(statements: &Arc<AtomicU64>) -> ManagerConfig<C>
+/// How a pool opens a connection: its set-up statements, if any, then the
+/// statement counter (so set-up is not counted).
+fn connection_setup<C>(statements: &Arc<AtomicU64>, setup: Option<&'static str>) -> ManagerConfig<C>
 where
     C: AsyncConnection + SimpleAsyncConnection + Send + 'static,
 {
     let counter = statements.clone();
     let mut config = ManagerConfig::<C>::default();
     config.recycling_method = RecyclingMethod::Fast;
-    config.custom_setup = Box::new(move |path| {
+    config.custom_setup = Box::new(move |url| {
         let counter = counter.clone();
-        let path = path.to_owned();
+        let url = url.to_owned();
         async move {
-            let mut conn = C::establish(&path).await?;
-            conn.batch_execute(SQLITE_SETUP)
-                .await
-                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            let mut conn = C::establish(&url).await?;
+            if let Some(setup) = setup {
+                conn.batch_execute(setup)
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            }
             conn.set_instrumentation(statement_counter(counter));
             Ok(conn)
         }

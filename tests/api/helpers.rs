@@ -212,6 +212,17 @@ impl TestApp {
         response.json().await.expect("a JSON body")
     }
 
+    /// POSTs `body` as given, labelled `application/json`; the raw response.
+    pub async fn post_json_text(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(self.graphql_url())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
     /// Runs an operation with exactly this `Cookie` header (no jar); the body.
     pub async fn graphql_with_cookie(&self, cookie: &str, query: &str) -> Value {
         reqwest::Client::new()

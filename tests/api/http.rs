@@ -143,14 +143,7 @@ async fn bodies_that_are_not_one_request_get_a_graphql_shaped_400() {
         "{not json",
         r#"[{"query":"{ me { id } }"},{"query":"{ me { id } }"}]"#,
     ] {
-        let response = app
-            .client
-            .post(app.graphql_url())
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.post_json_text(body).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
         let answer: Value = response.json().await.expect("a JSON error body");
         assert_eq!(error_code(&answer), "BAD_REQUEST", "{answer}");

@@ -112,14 +112,7 @@ async fn a_50k_post_in_a_1_mib_body_fits_and_a_5_mb_body_does_not() {
     // Pad with JSON whitespace up to just under 1 MiB.
     body.insert_str(1, &" ".repeat(1024 * 1024 - 1 - body.len()));
     assert_eq!(body.len(), 1024 * 1024 - 1);
-    let response = app
-        .client
-        .post(app.graphql_url())
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_json_text(body).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_no_errors(&response.json().await.unwrap());
 
