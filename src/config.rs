@@ -12,6 +12,10 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::db::DatabaseUrl;
+use crate::http::server::ConnectionLimits;
+
+/// Most connections `BLOGQL_MAX_CONNECTIONS` may ask for.
+const MAX_CONNECTIONS: usize = 1_000_000;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -98,6 +102,46 @@ pub struct Settings {
         global = true
     )]
     pub trusted_proxies: String,
+    /// Most open connections (lowered to fit the open-file limit).
+    #[arg(
+        long,
+        env = "BLOGQL_MAX_CONNECTIONS",
+        default_value = "4096",
+        global = true
+    )]
+    pub max_connections: String,
+    /// A connection that has not sent a complete request head in this long is closed.
+    #[arg(
+        long,
+        env = "BLOGQL_REQUEST_HEAD_TIMEOUT",
+        default_value = "30s",
+        global = true
+    )]
+    pub request_head_timeout: String,
+    /// A keep-alive connection idle this long is closed.
+    #[arg(
+        long,
+        env = "BLOGQL_KEEP_ALIVE_TIMEOUT",
+        default_value = "75s",
+        global = true
+    )]
+    pub keep_alive_timeout: String,
+    /// A request still running after this is answered with 503.
+    #[arg(
+        long,
+        env = "BLOGQL_REQUEST_TIMEOUT",
+        default_value = "30s",
+        global = true
+    )]
+    pub request_timeout: String,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    #[arg(
+        long,
+        env = "BLOGQL_SHUTDOWN_GRACE",
+        default_value = "30s",
+        global = true
+    )]
+    pub shutdown_grace: String,
     /// Schema introspection on (`true`) or off (`false`).
     #[arg(
         long,
@@ -119,6 +163,8 @@ pub struct Config {
     pub session_absolute_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
     pub introspection: bool,
+    pub connections: ConnectionLimits,
+    pub request_timeout: Duration,
 }
 
 /// A setting that cannot be used; its `Display` is the one line printed.
@@ -209,6 +255,25 @@ impl Settings {
             .collect::<Result<_, _>>()?;
         let introspection = parse_bool(&self.introspection)
             .ok_or_else(|| bad("BLOGQL_INTROSPECTION", "expected true or false"))?;
+        let max_connections = self
+            .max_connections
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_CONNECTIONS).contains(n))
+            .ok_or_else(|| {
+                bad(
+                    "BLOGQL_MAX_CONNECTIONS",
+                    format!("expected a whole number from 1 to {MAX_CONNECTIONS}"),
+                )
+            })?;
+        let connections = ConnectionLimits {
+            max_connections,
+            head_timeout: duration("BLOGQL_REQUEST_HEAD_TIMEOUT", &self.request_head_timeout)?,
+            idle_timeout: duration("BLOGQL_KEEP_ALIVE_TIMEOUT", &self.keep_alive_timeout)?,
+            shutdown_grace: duration("BLOGQL_SHUTDOWN_GRACE", &self.shutdown_grace)?,
+        };
+        let request_timeout = duration("BLOGQL_REQUEST_TIMEOUT", &self.request_timeout)?;
         Ok(Config {
             bind,
             database_url,
@@ -218,8 +283,34 @@ impl Settings {
             session_absolute_timeout,
             trusted_proxies,
             introspection,
+            connections,
+            request_timeout,
         })
     }
+}
+
+/// Targets whose own logging writes what must never be logged, and the most
+/// they may log unless `RUST_LOG` names them: at debug, the PostgreSQL
+/// driver writes every statement's parameters (password hashes, session
+/// data, post bodies).
+const QUIETED_TARGETS: [(&str, &str); 2] =
+    [("tokio_postgres", "info"), ("postgres_protocol", "info")];
+
+/// The log filter for a `RUST_LOG` value (`info` when unset or unusable),
+/// with [`QUIETED_TARGETS`] capped unless the value names them.
+pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let wanted = rust_log.map(str::trim).filter(|value| !value.is_empty());
+    let mut filter = wanted
+        .and_then(|value| tracing_subscriber::EnvFilter::try_new(value).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    for (target, level) in QUIETED_TARGETS {
+        if !wanted.is_some_and(|value| value.contains(target))
+            && let Ok(directive) = format!("{target}={level}").parse()
+        {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }
 
 fn list(value: &str) -> impl Iterator<Item = &str> {
@@ -254,4 +345,19 @@ fn duration(name: &'static str, value: &str) -> Result<Duration, SettingError> {
         return Err(bad(name, "must be at most 3650d"));
     }
     Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_postgres_driver_stays_quiet_at_debug_unless_named() {
+        let filter = log_filter(Some("debug")).to_string();
+        assert!(filter.contains("tokio_postgres=info"), "{filter}");
+        let named = log_filter(Some("debug,tokio_postgres=trace")).to_string();
+        assert!(named.contains("tokio_postgres=trace"), "{named}");
+        assert!(!named.contains("tokio_postgres=info"), "{named}");
+        assert!(log_filter(None).to_string().contains("info"));
+    }
 }

@@ -3,25 +3,26 @@
 //!
 //! Where each concern lives:
 
-/// Users and passwords (argon2 on a bounded blocking pool).
+/// Users, passwords (argon2 on dedicated threads), and throttling logins and registrations.
 pub mod accounts;
 /// Every setting: flags, environment, `.env`; validation to one clear line.
 pub mod config;
 /// The only place that knows SQLite from PostgreSQL: pools, migrations, `with_conn!`.
 pub mod db;
-/// The schema: Query, Mutation, object types, loaders, guard, error codes.
+/// The schema: Query, Mutation, object types, loaders, guard, error codes,
+/// the document bounds checked before validation.
 pub mod graphql;
-/// The router: CSRF rule, GET-is-read-only, CORS, limits, health, GraphiQL.
+/// The accept loop and connection bounds, the router, the GraphQL-over-HTTP
+/// pipeline, the CSRF rule, CORS, health, GraphiQL.
 pub mod http;
 /// Posts and cursor pagination.
 pub mod posts;
-/// The typed session, our session store, login throttling.
+/// The typed session, read from and written to its cookie; our session store.
 pub mod sessions;
 /// The contract's input rules.
 pub mod validate;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,13 +30,14 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use accounts::passwords::{HashError, Passwords};
+use accounts::throttle::Throttle;
 use config::Config;
 use db::{ConnectError, Db};
+use http::AppState;
 use http::client_ip::TrustedProxies;
-use http::{AppState, WebSettings};
-use sessions::SessionPolicy;
+use http::server::ConnectionLimits;
 use sessions::store::SqlSessionStore;
-use sessions::throttle::LoginThrottle;
+use sessions::{SessionPolicy, Sessions};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,8 +54,9 @@ pub struct App {
     pub db: Db,
     router: Router,
     store: SqlSessionStore,
-    throttle: LoginThrottle,
+    throttle: Throttle,
     housekeeping_every: Duration,
+    connections: ConnectionLimits,
 }
 
 impl App {
@@ -63,7 +66,7 @@ impl App {
         db.migrate().await?;
         let passwords = Arc::new(Passwords::new().await?);
         let store = SqlSessionStore::new(db.clone());
-        let throttle = LoginThrottle::new(db.clone());
+        let throttle = Throttle::new(db.clone());
         let policy = SessionPolicy {
             idle_timeout: config.session_idle_timeout,
             absolute_timeout: config.session_absolute_timeout,
@@ -76,26 +79,23 @@ impl App {
         let state = AppState {
             schema: graphql::schema(services, config.introspection),
             db: db.clone(),
-            policy,
+            sessions: Sessions::new(store.clone(), policy, config.cookie_secure),
             proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             documents: Arc::default(),
-        };
-        let web = WebSettings {
-            store: store.clone(),
-            cookie_secure: config.cookie_secure,
-            cors_origins: config.cors_origins.clone(),
+            request_timeout: config.request_timeout,
         };
         Ok(Self {
             db,
-            router: http::router(state, web),
+            router: http::router(state, config.cors_origins.clone()),
             store,
             throttle,
             housekeeping_every: policy.touch_interval(),
+            connections: config.connections,
         })
     }
 
     /// Serves on `listener` until `shutdown` completes, then finishes the
-    /// requests in flight.
+    /// requests in flight within the shutdown grace period.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -106,19 +106,14 @@ impl App {
             self.throttle,
             self.housekeeping_every,
         ));
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = http::server::serve(listener, self.router, self.connections, shutdown).await;
         housekeeping.abort();
         served
     }
 }
 
 /// Deletes expired sessions and forgotten login failures, now and then.
-async fn housekeeping(store: SqlSessionStore, throttle: LoginThrottle, every: Duration) {
+async fn housekeeping(store: SqlSessionStore, throttle: Throttle, every: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -1,18 +1,19 @@
-//! Users: registration, lookup, and checking a login.
+//! Users: registration, lookup, checking a login, and the throttle on both.
 
 pub mod passwords;
+pub mod throttle;
 
 use std::net::IpAddr;
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use time::{OffsetDateTime, PrimitiveDateTime};
+use time::PrimitiveDateTime;
 
 use crate::db::schema::users;
-use crate::db::{Db, DbError, with_conn};
-use crate::sessions::throttle::{LoginThrottle, ThrottleKeys};
+use crate::db::{Db, DbError, now, with_conn};
 use crate::validate::{self, Invalid};
 use passwords::{HashError, Passwords};
+use throttle::{Throttle, ThrottleKeys};
 
 /// What a user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -72,12 +73,6 @@ pub enum AccountError {
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
-/// The current time as stored: UTC without an offset.
-pub(crate) fn now() -> PrimitiveDateTime {
-    let now = OffsetDateTime::now_utc();
-    PrimitiveDateTime::new(now.date(), now.time())
-}
-
 impl User {
     /// The user with this id, if any.
     pub async fn find(db: &Db, id: i64) -> Result<Option<User>, DbError> {
@@ -119,15 +114,19 @@ impl User {
     }
 }
 
-/// Creates an account after checking the contract's rules.
+/// Creates an account after checking the contract's rules, counted against
+/// `client`'s registrations before any work is spent on it.
 pub async fn register(
     db: &Db,
     passwords: &Passwords,
+    throttle: &Throttle,
     username: &str,
     password: &str,
+    client: IpAddr,
 ) -> Result<User, AccountError> {
     validate::username(username)?;
     validate::password(password)?;
+    throttle.admit_registration(client).await?;
     // Checked before hashing so a taken name costs no argon2 work; the unique
     // index still decides a race between two registrations.
     if User::username_exists(db, username).await? {
@@ -159,7 +158,7 @@ pub async fn register(
 pub async fn authenticate(
     db: &Db,
     passwords: &Passwords,
-    throttle: &LoginThrottle,
+    throttle: &Throttle,
     username: &str,
     password: &str,
     client: IpAddr,
@@ -170,9 +169,9 @@ pub async fn authenticate(
     let valid_username = validate::username(username).is_ok();
     let plausible = valid_username && validate::password(password).is_ok();
     let keys = ThrottleKeys::new(if valid_username { username } else { "-" }, client);
-    // Refused here while locked, before any password work; the attempts in
-    // progress count as failures, so concurrent guesses count like
-    // sequential ones.
+    // Refused here while locked, before any password work; counted as a
+    // failure until it succeeds, so a count that cannot be written refuses
+    // the attempt and concurrent guesses count like sequential ones.
     let attempt = throttle.admit(&keys).await?;
     let found = if plausible {
         User::find_credentials(db, username).await?
@@ -185,9 +184,8 @@ pub async fn authenticate(
     if passwords.verify(permit, password, hash).await
         && let Some((user, _)) = found
     {
-        throttle.succeeded(&keys, attempt.standing).await?;
+        throttle.succeeded(attempt).await?;
         return Ok(user);
     }
-    throttle.failed(&keys).await?;
     Err(AccountError::InvalidCredentials)
 }

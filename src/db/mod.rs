@@ -74,6 +74,13 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/po
 const SQLITE_SETUP: &str = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
+/// Applied to every PostgreSQL connection: a statement, or a wait for a
+/// lock, that takes longer fails instead of holding its pooled connection,
+/// so one stuck table cannot take every connection; a transaction left idle
+/// is ended by the server.
+const POSTGRES_SETUP: &str = "SET statement_timeout = '5s'; SET lock_timeout = '3s'; \
+     SET idle_in_transaction_session_timeout = '10s';";
+
 // Connections are recycled without a `SELECT 1` per checkout (a round trip
 // on every request); a connection that failed is marked broken by
 // diesel-async and dropped by the pool instead.
@@ -272,6 +279,7 @@ impl Db {
         let statements = Arc::new(AtomicU64::new(0));
         let pools = match url {
             DatabaseUrl::Sqlite(path) => {
+                check_sqlite_folder(path)?;
                 configure_sqlite();
                 let reads = AsyncDieselConnectionManager::new_with_config(
                     path,
@@ -289,7 +297,7 @@ impl Db {
             DatabaseUrl::Postgres(url) => {
                 let manager = AsyncDieselConnectionManager::new_with_config(
                     url,
-                    connection_setup::<AsyncPgConnection>(&statements, None),
+                    connection_setup::<AsyncPgConnection>(&statements, Some(POSTGRES_SETUP)),
                 );
                 Pools::Postgres(build_pool!(manager, POSTGRES_POOL_SIZE)?)
             }
@@ -346,9 +354,20 @@ impl Db {
         }
     }
 
-    /// Answers when the database does: the readiness probe.
+    /// Answers when the database does.
     pub async fn ping(&self) -> Result<(), DbError> {
         with_conn!(self, conn => conn.batch_execute("SELECT 1").await?);
+        Ok(())
+    }
+
+    /// Succeeds when the database accepts a write: the readiness probe. A
+    /// `DELETE` that matches no row still needs write access (PostgreSQL
+    /// refuses it in a read-only transaction; SQLite takes its write lock,
+    /// or reports a read-only file), and changes nothing.
+    pub async fn check_writable(&self) -> Result<(), DbError> {
+        with_conn!(self, write conn => conn
+            .batch_execute("DELETE FROM rate_windows WHERE key = ''")
+            .await?);
         Ok(())
     }
 
@@ -361,6 +380,46 @@ impl Db {
     pub fn pools(&self) -> &Pools {
         &self.pools
     }
+}
+
+/// Refuses a SQLite database whose folder (or files) this process cannot
+/// write: SQLite creates `-wal` and `-shm` files beside the database and
+/// maps the latter into memory, and a read-only one ends the process with
+/// SIGBUS later instead of failing now.
+fn check_sqlite_folder(path: &str) -> Result<(), ConnectError> {
+    let file = std::path::Path::new(path);
+    let folder = match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    let probe = folder.join(format!(".blogql-write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|err| {
+            ConnectError::Connect(format!(
+                "the folder {} must be writable (SQLite keeps its -wal and -shm files beside the database): {err}",
+                folder.display()
+            ))
+        })?;
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{path}{suffix}");
+        let exists = std::path::Path::new(&path).exists();
+        if exists && let Err(err) = std::fs::OpenOptions::new().write(true).open(&path) {
+            return Err(ConnectError::Connect(format!(
+                "{path} must be writable: {err}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The current time as stored: UTC without an offset.
+pub fn now() -> time::PrimitiveDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    time::PrimitiveDateTime::new(now.date(), now.time())
 }
 
 /// How a pool opens a connection: its set-up statements, if any, then the

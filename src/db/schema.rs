@@ -35,10 +35,17 @@ diesel::table! {
         key -> Text,
         failures -> Integer,
         last_failed_at -> Timestamp,
-        locked_until -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    rate_windows (key) {
+        key -> Text,
+        hits -> Integer,
+        started_at -> Timestamp,
     }
 }
 
 diesel::joinable!(posts -> users (author_id));
 diesel::joinable!(sessions -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, posts, sessions, login_failures);
+diesel::allow_tables_to_appear_in_same_query!(users, posts, sessions, login_failures, rate_windows);

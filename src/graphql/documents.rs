@@ -4,8 +4,9 @@
 //!
 //! Parsing is also where a hostile query costs most (a parsed document
 //! takes about a hundred times the memory of its text), so the text is
-//! bounded before parsing, and only short documents that passed validation
-//! are remembered.
+//! bounded before parsing, the parsed shape before anything walks it with
+//! fragments expanded ([`super::shape`]), and only short documents that
+//! passed validation are remembered.
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -29,6 +30,8 @@ pub enum ParseFailure {
     TooDeep,
     /// Not GraphQL; the parser's message.
     Syntax(String),
+    /// Over a bound of its expanded shape; the message names it.
+    Exceeded(String),
 }
 
 /// A parsed query, and whether to remember it once it has validated.
@@ -68,6 +71,7 @@ impl DocumentCache {
             async_graphql::parser::Error::RecursionLimitExceeded => ParseFailure::TooDeep,
             err => ParseFailure::Syntax(err.to_string()),
         })?;
+        super::shape::check(&document).map_err(|exceeded| ParseFailure::Exceeded(exceeded.0))?;
         Ok(Parsed {
             document,
             remember: query.len() <= MAX_CACHED_BYTES,

@@ -33,48 +33,104 @@ pub enum ApiError {
     },
 }
 
-/// The code for errors the GraphQL engine itself reports before execution.
-pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
-/// The code for a query that does not parse.
-pub const PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+/// Every `extensions.code` the server writes, in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    Unauthenticated,
+    Forbidden,
+    BadUserInput,
+    UsernameTaken,
+    InvalidCredentials,
+    RateLimited,
+    InternalServerError,
+    /// The query does not parse.
+    GraphqlParseFailed,
+    /// The query is not valid, or exceeds a bound (errors before execution).
+    GraphqlValidationFailed,
+    /// The request is not one GraphQL request, or the CSRF rule refused it.
+    BadRequest,
+    /// A mutation over GET.
+    MethodNotAllowed,
+}
+
+impl ErrorCode {
+    /// The code as clients see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Forbidden => "FORBIDDEN",
+            Self::BadUserInput => "BAD_USER_INPUT",
+            Self::UsernameTaken => "USERNAME_TAKEN",
+            Self::InvalidCredentials => "INVALID_CREDENTIALS",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::InternalServerError => "INTERNAL_SERVER_ERROR",
+            Self::GraphqlParseFailed => "GRAPHQL_PARSE_FAILED",
+            Self::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
+            Self::BadRequest => "BAD_REQUEST",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+        }
+    }
+}
+
+/// A body in the GraphQL error shape: `{"errors":[{message, extensions}]}`,
+/// with `code` and any `extra` extensions.
+pub fn error_body(
+    code: ErrorCode,
+    message: &str,
+    extra: &[(&str, serde_json::Value)],
+) -> serde_json::Value {
+    let mut extensions = serde_json::Map::new();
+    extensions.insert("code".into(), code.as_str().into());
+    for (name, value) in extra {
+        extensions.insert((*name).into(), value.clone());
+    }
+    serde_json::json!({ "errors": [{ "message": message, "extensions": extensions }] })
+}
 
 impl ApiError {
     /// Logs `err` under a fresh correlation id and hides it from the client.
     pub fn internal(err: impl Display) -> Self {
-        let correlation_id = format!("{:016x}", rand::random::<u64>());
-        tracing::error!(%correlation_id, error = %err, "internal error");
-        Self::Internal { correlation_id }
+        Self::Internal {
+            correlation_id: log_internal(err),
+        }
     }
+}
+
+/// Logs `err` under a fresh correlation id, which the client gets instead.
+pub fn log_internal(err: impl Display) -> String {
+    let correlation_id = format!("{:016x}", rand::random::<u64>());
+    tracing::error!(%correlation_id, error = %err, "internal error");
+    correlation_id
 }
 
 impl From<ApiError> for async_graphql::Error {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::Unauthenticated => async_graphql::Error::new("you must be signed in")
-                .extend_with(|_, e| e.set("code", "UNAUTHENTICATED")),
+                .extend_with(|_, e| e.set("code", ErrorCode::Unauthenticated.as_str())),
             ApiError::Forbidden => async_graphql::Error::new("you are not allowed to do that")
-                .extend_with(|_, e| e.set("code", "FORBIDDEN")),
+                .extend_with(|_, e| e.set("code", ErrorCode::Forbidden.as_str())),
             ApiError::BadUserInput(invalid) => async_graphql::Error::new(invalid.message)
                 .extend_with(|_, e| {
-                    e.set("code", "BAD_USER_INPUT");
+                    e.set("code", ErrorCode::BadUserInput.as_str());
                     e.set("field", invalid.field);
                 }),
             ApiError::UsernameTaken => async_graphql::Error::new("that username is taken")
-                .extend_with(|_, e| e.set("code", "USERNAME_TAKEN")),
+                .extend_with(|_, e| e.set("code", ErrorCode::UsernameTaken.as_str())),
             ApiError::InvalidCredentials => {
                 async_graphql::Error::new("invalid username or password")
-                    .extend_with(|_, e| e.set("code", "INVALID_CREDENTIALS"))
+                    .extend_with(|_, e| e.set("code", ErrorCode::InvalidCredentials.as_str()))
             }
             ApiError::RateLimited { retry_after } => async_graphql::Error::new(format!(
                 "too many failed logins; try again in {retry_after} s"
             ))
             .extend_with(|_, e| {
-                e.set("code", "RATE_LIMITED");
+                e.set("code", ErrorCode::RateLimited.as_str());
                 e.set("retryAfter", retry_after);
             }),
             ApiError::Internal { correlation_id } => {
                 async_graphql::Error::new("internal server error").extend_with(|_, e| {
-                    e.set("code", "INTERNAL_SERVER_ERROR");
+                    e.set("code", ErrorCode::InternalServerError.as_str());
                     e.set("correlationId", correlation_id);
                 })
             }
@@ -127,11 +183,11 @@ pub fn ensure_codes(errors: &mut [ServerError]) {
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
             let code = if error.path.is_empty() {
-                VALIDATION_FAILED
+                ErrorCode::GraphqlValidationFailed
             } else {
-                "BAD_USER_INPUT"
+                ErrorCode::BadUserInput
             };
-            extensions.set("code", code);
+            extensions.set("code", code.as_str());
         }
     }
 }

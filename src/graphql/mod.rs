@@ -7,6 +7,7 @@ pub mod guard;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
+pub mod shape;
 pub mod types;
 
 use std::net::IpAddr;
@@ -17,9 +18,9 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptySubscription, Schema, SchemaBuilder};
 
 use crate::accounts::passwords::Passwords;
+use crate::accounts::throttle::Throttle;
 use crate::db::Db;
 use crate::sessions::AuthSession;
-use crate::sessions::throttle::LoginThrottle;
 use loaders::UserLoader;
 use mutation::Mutation;
 use query::Query;
@@ -29,18 +30,20 @@ pub type BlogSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Deepest selection accepted. GraphiQL's introspection query needs 13.
 pub const MAX_DEPTH: usize = 16;
-/// Most costly query accepted: a page of 100 posts with every field of the
-/// post and its author costs about 1,300 (see `types::page_complexity`).
+/// Most costly query accepted. Fields weigh by what they can return: a
+/// post's body (up to 50,000 characters) weighs [`types::BODY_COMPLEXITY`],
+/// so a page of 100 posts with every field costs about 4,200 (see
+/// `types::page_complexity`) and one request cannot ask for two.
 pub const MAX_COMPLEXITY: usize = 5_000;
 
 /// What resolvers share across requests.
 pub struct Services {
     pub db: Db,
     pub passwords: Arc<Passwords>,
-    pub throttle: LoginThrottle,
+    pub throttle: Throttle,
 }
 
-/// The client's address (after trusted proxies), for login throttling.
+/// The client's address (after trusted proxies), for throttling.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
@@ -65,7 +68,11 @@ pub fn schema(services: Services, introspection: bool) -> BlogSchema {
     if introspection {
         builder.finish()
     } else {
-        builder.disable_introspection().finish()
+        // "Did you mean …" would list the field names introspection hides.
+        builder
+            .disable_introspection()
+            .disable_suggestions()
+            .finish()
     }
 }
 
@@ -79,5 +86,5 @@ fn services<'a>(ctx: &Context<'a>) -> &'a Services {
 }
 
 fn session<'a>(ctx: &Context<'a>) -> &'a AuthSession {
-    ctx.data_unchecked::<AuthSession>()
+    ctx.data_unchecked::<Arc<AuthSession>>()
 }

@@ -28,11 +28,14 @@ impl Mutation {
         input: RegisterInput,
     ) -> Result<UserObject, ApiError> {
         let services = services(ctx);
+        let ClientAddr(client) = *ctx.data_unchecked::<ClientAddr>();
         let user = accounts::register(
             &services.db,
             &services.passwords,
+            &services.throttle,
             &input.username,
             &input.password,
+            client,
         )
         .await?;
         session(ctx).sign_in(user.id).await?;

@@ -1,7 +1,7 @@
 //! The client's address: the peer's, unless the peer is a trusted proxy,
 //! whose `X-Forwarded-For` is then believed as far back as it is trusted.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
@@ -32,21 +32,56 @@ impl TrustedProxies {
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
-            .map(|hop| hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()))
+            .map(|hop| parse_hop(hop.trim()))
             .collect::<Vec<_>>();
         let mut client = peer;
         for hop in hops.into_iter().rev() {
             match hop {
-                Ok(address) => {
+                Some(address) => {
                     client = address;
                     if !self.trusts(address) {
                         break;
                     }
                 }
                 // A garbled entry was not written by a proxy we trust.
-                Err(_) => break,
+                None => break,
             }
         }
         client
+    }
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port
+/// (`1.2.3.4:5678`, `[2001:db8::1]:443`), as some proxies write them.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let address = hop
+        .parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|socket| socket.ip()))
+        .ok()?;
+    Some(address.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_entries_with_ports_name_their_address() {
+        let proxies = TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        for (entry, client) in [
+            ("1.2.3.6:5555", "1.2.3.6"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("2001:db8::2", "2001:db8::2"),
+            ("198.51.100.7", "198.51.100.7"),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", entry.parse().unwrap());
+            assert_eq!(
+                proxies.client(proxy, &headers),
+                client.parse::<IpAddr>().unwrap(),
+                "{entry}"
+            );
+        }
     }
 }

@@ -11,6 +11,8 @@
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
+use crate::graphql::error::ErrorCode;
+
 /// Media types a browser sends cross-site without asking first.
 const SIMPLE_CONTENT_TYPES: [&str; 3] = [
     "text/plain",
@@ -45,9 +47,9 @@ pub fn allows(headers: &HeaderMap) -> bool {
 
 /// The answer to a request the rule refuses: 400, naming the rule.
 pub fn refusal() -> Response {
-    super::json_error(
+    super::respond::refusal(
         StatusCode::BAD_REQUEST,
-        "BAD_REQUEST",
+        ErrorCode::BadRequest,
         "This request has been blocked by the CSRF rule: send it with Content-Type: application/json \
          (not text/plain, application/x-www-form-urlencoded or multipart/form-data), or with a \
          non-empty X-Apollo-Operation-Name or Apollo-Require-Preflight header.",

@@ -10,9 +10,8 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::PrimitiveDateTime;
 
-use crate::accounts::now;
 use crate::db::schema::posts;
-use crate::db::{Db, DbError, with_conn};
+use crate::db::{Db, DbError, now, with_conn};
 
 /// A post as stored.
 #[derive(Debug, Clone, Queryable, Selectable)]

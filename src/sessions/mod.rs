@@ -1,5 +1,14 @@
-//! Sessions: the typed wrapper over `tower_sessions::Session`, our store, and
-//! login throttling.
+//! Sessions: the typed wrapper over `tower_sessions::Session`, and our store.
+//!
+//! There is no session middleware: tower-sessions' layer writes the session
+//! after the response is built, and answers a failed write with an empty
+//! HTTP 500, throwing the GraphQL answer away (a `register` whose account
+//! exists would look failed). Instead the request's [`AuthSession`] comes
+//! from [`Sessions::resolve`], and [`AuthSession::finish`] writes it while a
+//! failure can still be answered as a GraphQL error. An unknown session ID
+//! never clears the cookie: a cookie planted from a sibling subdomain must
+//! not log the user out on every request; when the browser sends several
+//! `sid` cookies, the one whose session exists is used.
 //!
 //! [`AuthSession`] is the only code that knows what a session holds (one
 //! [`SignedIn`] entry under [`AUTH_KEY`]). Both timeouts are enforced here
@@ -13,18 +22,18 @@
 //! - absolute: counted from sign-in, never extended.
 
 pub mod store;
-pub mod throttle;
-
-use std::sync::Mutex;
-use std::time::Duration;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use axum::http::{HeaderMap, HeaderValue, header};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tower_sessions::cookie::SameSite;
-use tower_sessions::session::Record;
-use tower_sessions::{Expiry, Session, SessionManagerLayer};
+use tower_sessions::cookie::{Cookie, SameSite};
+use tower_sessions::session::{Id, Record};
+use tower_sessions::{Expiry, Session, SessionStore};
 
 use crate::accounts::User;
 use store::SqlSessionStore;
@@ -82,20 +91,6 @@ impl SessionPolicy {
         (self.idle_timeout / 10).min(Duration::from_secs(60))
     }
 
-    /// The session layer: cookie `sid`, `HttpOnly`, `SameSite=Lax`, `Path=/`.
-    pub fn layer(
-        &self,
-        store: SqlSessionStore,
-        secure: bool,
-    ) -> SessionManagerLayer<SqlSessionStore> {
-        SessionManagerLayer::new(store)
-            .with_name(COOKIE_NAME)
-            .with_http_only(true)
-            .with_same_site(SameSite::Lax)
-            .with_path("/")
-            .with_secure(secure)
-    }
-
     fn idle_deadline(&self, auth: &SignedIn) -> i64 {
         auth.last_seen_at.saturating_add(millis(self.idle_timeout))
     }
@@ -127,22 +122,122 @@ fn now_millis() -> i64 {
 #[error("session store: {0}")]
 pub struct SessionError(#[from] tower_sessions::session::Error);
 
+/// Most `sid` cookies of one request considered.
+const MAX_SESSION_COOKIES: usize = 4;
+
+/// Where sessions live and how their cookie is set.
+#[derive(Clone)]
+pub struct Sessions {
+    store: Arc<SqlSessionStore>,
+    policy: SessionPolicy,
+    /// The cookie's `Secure` flag.
+    secure: bool,
+}
+
+impl Sessions {
+    /// Sessions in `store`, under `policy`.
+    pub fn new(store: SqlSessionStore, policy: SessionPolicy, secure: bool) -> Self {
+        Self {
+            store: Arc::new(store),
+            policy,
+            secure,
+        }
+    }
+
+    /// The request's session, from its `sid` cookie: loaded lazily when
+    /// there is one; when there are several, the first whose session exists.
+    pub async fn resolve(&self, headers: &HeaderMap) -> AuthSession {
+        let ids = session_ids(headers);
+        let id = match ids.as_slice() {
+            [] => None,
+            [id] => Some(*id),
+            several => {
+                let mut found = None;
+                for id in several {
+                    // A store failure here surfaces when the session is read.
+                    if let Ok(Some(_)) = self.store.load(id).await {
+                        found = Some(*id);
+                        break;
+                    }
+                }
+                found.or(several.first().copied())
+            }
+        };
+        AuthSession {
+            session: Session::new(id, self.store.clone(), None),
+            policy: self.policy,
+            secure: self.secure,
+            user: Mutex::new(None),
+            ended: AtomicBool::new(false),
+        }
+    }
+}
+
+/// The well-formed `sid` values of the request's cookies, in order, at most
+/// [`MAX_SESSION_COOKIES`].
+fn session_ids(headers: &HeaderMap) -> Vec<Id> {
+    let mut ids = Vec::new();
+    let pairs = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'));
+    for pair in pairs {
+        let Some((name, value)) = pair.trim().split_once('=') else {
+            continue;
+        };
+        if name.trim() != COOKIE_NAME {
+            continue;
+        }
+        if let Ok(id) = value.trim().trim_matches('"').parse::<Id>()
+            && !ids.contains(&id)
+        {
+            ids.push(id);
+            if ids.len() == MAX_SESSION_COOKIES {
+                break;
+            }
+        }
+    }
+    ids
+}
+
 /// One request's session, typed: sign in, who is signed in, sign out.
 pub struct AuthSession {
     session: Session,
     policy: SessionPolicy,
+    secure: bool,
     /// The user once looked up in this request (`Some(None)`: anonymous).
     user: Mutex<Option<Option<i64>>>,
+    /// Ended in this request (signed out, or timed out): expire the cookie.
+    ended: AtomicBool,
 }
 
 impl AuthSession {
-    /// Wraps the request's session.
-    pub fn new(session: Session, policy: SessionPolicy) -> Self {
-        Self {
-            session,
-            policy,
-            user: Mutex::new(None),
-        }
+    /// Writes what this request changed and says how the cookie changes:
+    /// `Set-Cookie` for a new or extended session, an expired one for an
+    /// ended session, nothing otherwise. An error here is the request's.
+    pub async fn finish(&self) -> Result<Option<HeaderValue>, SessionError> {
+        let cookie = if self.ended.load(Ordering::Acquire) {
+            Cookie::build((COOKIE_NAME, ""))
+                .max_age(time::Duration::ZERO)
+                .expires(OffsetDateTime::UNIX_EPOCH)
+        } else if self.session.is_modified() {
+            self.session.save().await?;
+            let Some(id) = self.session.id() else {
+                return Ok(None);
+            };
+            let max_age = self.session.expiry_date() - OffsetDateTime::now_utc();
+            Cookie::build((COOKIE_NAME, id.to_string())).max_age(max_age.max(time::Duration::ZERO))
+        } else {
+            return Ok(None);
+        };
+        let cookie = cookie
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .path("/")
+            .secure(self.secure)
+            .build();
+        Ok(HeaderValue::from_str(&cookie.to_string()).ok())
     }
 
     /// Signs `user_id` in under a new session ID: the pre-login session, if
@@ -161,6 +256,7 @@ impl AuthSession {
         };
         self.session.insert(AUTH_KEY, auth).await?;
         self.session.set_expiry(Some(self.policy.expiry(&auth)));
+        self.ended.store(false, Ordering::Release);
         self.remember(Some(user_id));
         Ok(())
     }
@@ -189,7 +285,12 @@ impl AuthSession {
 
     /// Deletes the session server-side; the response expires the cookie.
     pub async fn sign_out(&self) -> Result<(), SessionError> {
+        self.end().await
+    }
+
+    async fn end(&self) -> Result<(), SessionError> {
         self.session.flush().await?;
+        self.ended.store(true, Ordering::Release);
         self.remember(None);
         Ok(())
     }
@@ -203,7 +304,7 @@ impl AuthSession {
         };
         let now = now_millis();
         if now >= self.policy.idle_deadline(&auth) || now >= self.policy.absolute_deadline(&auth) {
-            self.session.flush().await?;
+            self.end().await?;
             return Ok(None);
         }
         if now - auth.last_seen_at >= millis(self.policy.touch_interval()) {

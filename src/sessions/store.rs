@@ -13,9 +13,9 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
-use crate::accounts::{User, now};
+use crate::accounts::User;
 use crate::db::schema::{sessions, users};
-use crate::db::{Db, DbError, with_conn};
+use crate::db::{Db, DbError, now, with_conn};
 
 /// Sessions in the SQL database.
 #[derive(Clone)]

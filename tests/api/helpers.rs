@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use blogql::config::Config;
 use blogql::db::{DatabaseUrl, Db, Pools};
+use blogql::http::server::ConnectionLimits;
 use diesel::QueryableByName;
 use diesel::pg::Pg;
 use diesel::sql_types::{BigInt, Text};
@@ -106,6 +107,13 @@ pub fn test_config(database: &TestDatabase) -> Config {
         session_absolute_timeout: Duration::from_secs(30 * 24 * 3600),
         trusted_proxies: Vec::new(),
         introspection: true,
+        connections: ConnectionLimits {
+            max_connections: 4096,
+            head_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            shutdown_grace: Duration::from_secs(30),
+        },
+        request_timeout: Duration::from_secs(30),
     }
 }
 
@@ -342,8 +350,20 @@ impl TestApp {
 
 /// A client that stores cookies the way a browser does.
 pub fn browser() -> (reqwest::Client, Arc<Jar>) {
+    browser_builder(reqwest::Client::builder())
+}
+
+/// A browser on another machine: it connects from loopback address
+/// `127.0.0.N` (every one of them reaches the server), so that per-address
+/// limits count it apart from the others.
+pub fn browser_from(n: u8) -> (reqwest::Client, Arc<Jar>) {
+    let address = std::net::Ipv4Addr::new(127, 0, 0, n);
+    browser_builder(reqwest::Client::builder().local_address(std::net::IpAddr::V4(address)))
+}
+
+fn browser_builder(builder: reqwest::ClientBuilder) -> (reqwest::Client, Arc<Jar>) {
     let jar = Arc::new(Jar::default());
-    let client = reqwest::Client::builder()
+    let client = builder
         .cookie_provider(jar.clone())
         .build()
         .expect("an HTTP client");
@@ -382,4 +402,212 @@ pub fn error_code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("expected an error with a code: {body}"))
+}
+
+/// The `blogql` binary under test (`BLOGQL_TEST_BIN` names another build,
+/// to measure an older one against the same attacks).
+pub fn blogql_bin() -> String {
+    std::env::var("BLOGQL_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_blogql").to_owned())
+}
+
+/// The `blogql` binary, running as a user runs it, under resource limits.
+pub struct Process {
+    pub address: SocketAddr,
+    child: Option<std::process::Child>,
+    log: Option<std::thread::JoinHandle<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Starts `blogql serve` on `database` with `env` under `prlimit`'s
+    /// `limits` (`--nofile=256`, `--data=…`), and waits until it answers.
+    pub async fn start(database: &TestDatabase, env: &[(&str, &str)], limits: &[&str]) -> Self {
+        use std::io::Read;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+        let database_url = match &database.url {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{path}"),
+            DatabaseUrl::Postgres(url) => url.clone(),
+        };
+        let mut command = std::process::Command::new("prlimit");
+        command
+            .args(limits)
+            .arg("--")
+            .arg(blogql_bin())
+            .current_dir(dir.path())
+            .env("BLOGQL_BIND", address.to_string())
+            .env("DATABASE_URL", database_url)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start blogql under prlimit");
+        // Read the log as it comes, so a full pipe never blocks the server.
+        let mut stderr = child.stderr.take().expect("a piped stderr");
+        let log = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let process = Self {
+            address,
+            child: Some(child),
+            log: Some(log),
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            let ready = client
+                .get(process.url("/readyz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if ready.is_ok_and(|response| response.status().is_success()) {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("blogql never became ready");
+    }
+
+    /// `http://127.0.0.1:PORT{path}`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The process's peak resident memory so far, in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the process is alive");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .expect("VmHWM")
+            / 1024
+    }
+
+    /// Whether the process is still running.
+    #[allow(dead_code)]
+    pub fn is_running(&mut self) -> bool {
+        matches!(
+            self.child.as_mut().map(|child| child.try_wait()),
+            Some(Ok(None))
+        )
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+
+    /// Waits up to `bound` for the process to exit; its exit code, or
+    /// `None` if it was still running (then it is killed).
+    pub async fn wait_exit(&mut self, bound: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + bound;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|child| child.try_wait()) {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Stops the process (if running) and returns everything it logged.
+    pub fn log(mut self) -> String {
+        self.kill();
+        self.log
+            .take()
+            .and_then(|log| log.join().ok())
+            .unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl TestApp {
+    /// Runs SQL statements on the server's database, outside the API.
+    pub async fn sql_execute(&self, sql: &str) {
+        match self.db.pools() {
+            Pools::Sqlite { writes, .. } => {
+                let mut conn = writes.get().await.expect("a connection");
+                conn.batch_execute(sql).await.expect("the statements run");
+            }
+            Pools::Postgres(pool) => {
+                let mut conn = pool.get().await.expect("a connection");
+                conn.batch_execute(sql).await.expect("the statements run");
+            }
+        }
+    }
+
+    /// Makes every write to `table` fail, as a locked or read-only database
+    /// would, until [`TestApp::allow_writes`].
+    pub async fn refuse_writes(&self, table: &str) {
+        let sql = match self.db.pools() {
+            Pools::Sqlite { .. } => ["INSERT", "UPDATE", "DELETE"]
+                .map(|op| {
+                    format!(
+                        "CREATE TRIGGER refuse_{table}_{op} BEFORE {op} ON {table} \
+                         BEGIN SELECT RAISE(ABORT, 'writes refused by the test'); END;"
+                    )
+                })
+                .join("\n"),
+            Pools::Postgres(_) => format!(
+                "CREATE OR REPLACE FUNCTION blogql_test_refuse() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION 'writes refused by the test'; END $$;
+                 CREATE TRIGGER refuse_{table} BEFORE INSERT OR UPDATE OR DELETE ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION blogql_test_refuse();"
+            ),
+        };
+        self.sql_execute(&sql).await;
+    }
+
+    /// Undoes [`TestApp::refuse_writes`].
+    pub async fn allow_writes(&self, table: &str) {
+        let sql = match self.db.pools() {
+            Pools::Sqlite { .. } => ["INSERT", "UPDATE", "DELETE"]
+                .map(|op| format!("DROP TRIGGER refuse_{table}_{op};"))
+                .join("\n"),
+            Pools::Postgres(_) => format!("DROP TRIGGER refuse_{table} ON {table};"),
+        };
+        self.sql_execute(&sql).await;
+    }
+
+    /// Whether the server runs on PostgreSQL.
+    pub fn on_postgres(&self) -> bool {
+        matches!(self.database.url, DatabaseUrl::Postgres(_))
+    }
 }

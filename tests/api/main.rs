@@ -2,6 +2,7 @@
 //! Runs on SQLite, or on PostgreSQL when `BLOGQL_TEST_DATABASE_URL` is set.
 
 mod accounts;
+mod attacks;
 mod helpers;
 mod http;
 mod limits;

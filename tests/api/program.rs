@@ -48,6 +48,13 @@ fn a_bad_setting_stops_with_one_line_naming_it_and_exit_code_2() {
         ("BLOGQL_CORS_ORIGINS", "*"),
         ("BLOGQL_TRUSTED_PROXIES", "10.0.0.0/99"),
         ("BLOGQL_INTROSPECTION", "maybe"),
+        // Nobody can write there, not even root: SQLite would fail later.
+        ("DATABASE_URL", "sqlite:///proc/blogql.db"),
+        ("BLOGQL_MAX_CONNECTIONS", "0"),
+        ("BLOGQL_REQUEST_HEAD_TIMEOUT", "never"),
+        ("BLOGQL_KEEP_ALIVE_TIMEOUT", "0s"),
+        ("BLOGQL_REQUEST_TIMEOUT", "soon"),
+        ("BLOGQL_SHUTDOWN_GRACE", "-1s"),
     ] {
         let output = blogql(&["migrate"], &[(name, value)]);
         assert_eq!(output.status.code(), Some(2), "{name}={value}");

@@ -18,19 +18,19 @@
     '# each line, and run it. Your session is kept in a cookie,',
     '# so it carries over from one request to the next.',
     '#',
-    '# 1. Create an account (this also signs you in):',
+    '# 1. Create an account (this also signs you in). Passwords',
+    '#    go in the Variables tab below, never in the query text:',
     '#',
-    '# mutation Register {',
-    '#   register(input: {',
-    '#     username: "alice"',
-    '#     password: "correct-horse-battery"',
-    '#   }) {',
+    '# mutation Register($input: RegisterInput!) {',
+    '#   register(input: $input) {',
     '#     username',
     '#   }',
     '# }',
     '#',
-    '#    Coming back later? Sign in instead with',
-    '#    login(input: { username: "...", password: "..." })',
+    '#    Variables: { "input": { "username": "alice", "password": "your own long password" } }',
+    '#',
+    '#    Coming back later? Sign in instead, with the same variables:',
+    '#    mutation Login($input: LoginInput!) { login(input: $input) { username } }',
     '#',
     '# 2. Write a post:',
     '#',
@@ -120,10 +120,26 @@
     });
   }
 
+  // GraphiQL keeps tabs, history and headers in localStorage by default,
+  // where they outlive the tab (with any password typed into a query). This
+  // storage lives in memory: nothing is left behind when the tab closes.
+  var memory = {};
+  var storage = {
+    getItem: function (key) {
+      return Object.prototype.hasOwnProperty.call(memory, key) ? memory[key] : null;
+    },
+    setItem: function (key, value) { memory[key] = String(value); },
+    removeItem: function (key) { delete memory[key]; },
+    clear: function () { memory = {}; },
+    get length() { return Object.keys(memory).length; }
+  };
+
   var root = ReactDOM.createRoot(document.getElementById('graphiql'));
   root.render(
     React.createElement(GraphiQL, {
       fetcher: fetcher,
+      storage: storage,
+      shouldPersistHeaders: false,
       defaultQuery: DEFAULT_QUERY
     })
   );

@@ -1,0 +1,2 @@
+DROP TABLE rate_windows;
+ALTER TABLE login_failures ADD COLUMN locked_until TIMESTAMP;

@@ -1,0 +1,132 @@
+//! Every answer of `/graphql`: its media type and status, per the
+//! GraphQL-over-HTTP specification, and one path for every refusal — JSON in
+//! the GraphQL error shape with `extensions.code`, and `Cache-Control:
+//! no-store`, whatever refused the request.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::graphql::error::{ErrorCode, error_body, log_internal};
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+/// A refusal: the status, the code and a message for people.
+pub fn refusal(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    let body = error_body(code, message, &[]);
+    build(
+        status,
+        HeaderValue::from_static("application/json"),
+        body.to_string().into_bytes(),
+    )
+}
+
+/// The answer to a failure that was logged under `correlation_id`.
+pub fn internal(status: StatusCode, format: ResponseFormat, correlation_id: &str) -> Response {
+    let body = error_body(
+        ErrorCode::InternalServerError,
+        "internal server error",
+        &[("correlationId", correlation_id.into())],
+    );
+    build(status, format.content_type(), body.to_string().into_bytes())
+}
+
+fn build(status: StatusCode, content_type: HeaderValue, body: Vec<u8>) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The media type of the answer, per the GraphQL-over-HTTP specification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    /// `application/graphql-response+json`: request errors get HTTP 400.
+    GraphQLResponse,
+    /// `application/json`: always HTTP 200 once the request is well-formed.
+    Json,
+}
+
+impl ResponseFormat {
+    /// The format the request's `Accept` asks for.
+    pub fn negotiate(headers: &HeaderMap) -> Self {
+        let accepts = headers
+            .get(header::ACCEPT)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|accept| accept.contains(GRAPHQL_RESPONSE_JSON));
+        if accepts {
+            Self::GraphQLResponse
+        } else {
+            Self::Json
+        }
+    }
+
+    fn content_type(self) -> HeaderValue {
+        match self {
+            Self::GraphQLResponse => HeaderValue::from_static(GRAPHQL_RESPONSE_JSON),
+            Self::Json => HeaderValue::from_static("application/json"),
+        }
+    }
+
+    /// The status of an answer: request errors are 400 only for
+    /// `application/graphql-response+json`; failures of the server are
+    /// 500 for it, 200 for `application/json`.
+    fn status(self, outcome: Outcome) -> StatusCode {
+        match (self, outcome) {
+            (Self::GraphQLResponse, Outcome::RequestError) => StatusCode::BAD_REQUEST,
+            (Self::GraphQLResponse, Outcome::Failed) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::OK,
+        }
+    }
+
+    /// An executed response.
+    pub fn respond(self, response: &async_graphql::Response) -> Response {
+        let outcome = if is_request_error(response) {
+            Outcome::RequestError
+        } else {
+            Outcome::Executed
+        };
+        match serde_json::to_vec(response) {
+            Ok(body) => build(self.status(outcome), self.content_type(), body),
+            Err(err) => self.failed(&log_internal(err)),
+        }
+    }
+
+    /// A request refused before execution (parse, validation, a bound).
+    pub fn request_error(self, code: ErrorCode, message: &str) -> Response {
+        self.request_error_body(error_body(code, message, &[]))
+    }
+
+    /// A request refused before execution, with a body of [`error_body`]'s shape.
+    pub fn request_error_body(self, body: serde_json::Value) -> Response {
+        build(
+            self.status(Outcome::RequestError),
+            self.content_type(),
+            body.to_string().into_bytes(),
+        )
+    }
+
+    /// A failure of the server, logged under `correlation_id`.
+    pub fn failed(self, correlation_id: &str) -> Response {
+        internal(self.status(Outcome::Failed), self, correlation_id)
+    }
+}
+
+/// How a request ended, for its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Executed,
+    RequestError,
+    Failed,
+}
+
+/// Nothing executed: every error precedes execution (has no path).
+pub fn is_request_error(response: &async_graphql::Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty())
+}

@@ -1,0 +1,693 @@
+//! Attacks that one small request (or a few sockets) could make, each made
+//! for real and bounded itself: servers that could blow up run as the
+//! binary under `prlimit`, and every wait has a bound.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{PASSWORD, Process, TestApp, TestDatabase, assert_no_errors, error_code};
+
+/// Memory the server may use under attack: it idles at about 60 MiB.
+const MEMORY_LIMIT: &str = "--data=1073741824";
+
+fn first_message(body: &Value) -> &str {
+    body["errors"][0]["message"].as_str().unwrap_or_default()
+}
+
+/// `query { ...F0 }` where each fragment spreads the next twice: 2^levels
+/// selections in well under a kilobyte.
+fn fragment_bomb(levels: usize) -> String {
+    let mut query = String::from("query { ...F0 }");
+    for n in 0..levels {
+        query.push_str(&format!(
+            " fragment F{n} on Query {{ ...F{m} ...F{m} }}",
+            m = n + 1
+        ));
+    }
+    query.push_str(&format!(" fragment F{levels} on Query {{ __typename }}"));
+    query
+}
+
+/// Reads from `stream` until the server closes it; `false` if it is still
+/// open after `bound`.
+async fn closed_within(stream: &mut TcpStream, bound: Duration) -> bool {
+    let mut buffer = [0u8; 4096];
+    let read = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(bound, read).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragment_chain_spreading_2_to_the_30_is_refused_with_memory_flat() {
+    let database = TestDatabase::new().await;
+    let server = Process::start(&database, &[], &[MEMORY_LIMIT]).await;
+    let client = reqwest::Client::new();
+    let query = fragment_bomb(30);
+    assert!(query.len() < 1536, "{}", query.len());
+    for _ in 0..4 {
+        let response = client
+            .post(server.url("/graphql"))
+            .json(&json!({ "query": query }))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .expect("the server answers instead of expanding 2^30 selections");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+        assert!(first_message(&body).contains("fields"), "{body}");
+    }
+    let health = client
+        .get(server.url("/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap();
+    assert!(health.status().is_success());
+    let peak = server.peak_rss_mib();
+    assert!(peak < 200, "peak RSS {peak} MiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_sockets_never_make_the_server_unreachable() {
+    let database = TestDatabase::new().await;
+    // 256 open files: 400 silent sockets would exhaust them.
+    let server = Process::start(
+        &database,
+        &[("BLOGQL_REQUEST_HEAD_TIMEOUT", "2s")],
+        &["--nofile=256:256", MEMORY_LIMIT],
+    )
+    .await;
+    let mut silent = Vec::new();
+    for _ in 0..400 {
+        if let Ok(stream) = TcpStream::connect(server.address).await {
+            silent.push(stream);
+        }
+    }
+    let mut half_sent = TcpStream::connect(server.address).await.unwrap();
+    half_sent
+        .write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: appl")
+        .await
+        .unwrap();
+    // A new client is answered at once: the longest-idle sockets give way.
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let body: Value = client
+            .post(server.url("/graphql"))
+            .json(&json!({ "query": "{ me { id } }" }))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("answered while hundreds of sockets sit silent")
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body, json!({ "data": { "me": null } }));
+    }
+    assert!(
+        closed_within(&mut half_sent, Duration::from_secs(10)).await,
+        "a half-sent request head is closed after the head timeout"
+    );
+    let log = server.log();
+    assert!(!log.contains("Too many open files"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let app = TestApp::spawn_with(|config| {
+        config.connections.idle_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", app.address);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 256];
+    let read = stream.read(&mut answer).await.unwrap();
+    assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(10)).await,
+        "still open long after the keep-alive timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_the_grace_period_whatever_is_in_flight() {
+    let database = TestDatabase::new().await;
+    let mut server = Process::start(
+        &database,
+        &[("BLOGQL_SHUTDOWN_GRACE", "2s")],
+        &[MEMORY_LIMIT],
+    )
+    .await;
+    // One request whose body never finishes, one whose head never does.
+    let mut in_flight = TcpStream::connect(server.address).await.unwrap();
+    in_flight
+        .write_all(
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"qu",
+        )
+        .await
+        .unwrap();
+    let mut half_sent = TcpStream::connect(server.address).await.unwrap();
+    half_sent
+        .write_all(b"GET /graphql HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.terminate();
+    let code = server.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(code, Some(0), "exits 0 once the grace period is over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_aliased_pages_of_bodies_are_refused_and_one_is_not() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let long = "x".repeat(50_000);
+    assert_no_errors(&app.create_post("long", &long).await);
+    let pages: String = (0..16)
+        .map(|n| format!("p{n}: posts(first: 100) {{ edges {{ node {{ body }} }} }} "))
+        .collect();
+    let before = app.db.statements_executed();
+    let body = app.graphql(&format!("{{ {pages} }}"), json!({})).await;
+    assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+    assert!(first_message(&body).contains("complex"), "{body}");
+    assert_eq!(
+        app.db.statements_executed(),
+        before,
+        "refused before any SQL"
+    );
+    let two: String = (0..2)
+        .map(|n| format!("p{n}: posts(first: 100) {{ edges {{ node {{ body }} }} }} "))
+        .collect();
+    let body = app.graphql(&format!("{{ {two} }}"), json!({})).await;
+    assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+    // An honest page of 100 with every field, bodies of 50,000 characters.
+    let body = app
+        .graphql(
+            "{ posts(first: 100) {
+                edges { cursor node { id title body createdAt author { id username role createdAt } } }
+                pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+            } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&body);
+    assert_eq!(body["data"]["posts"]["edges"][0]["node"]["body"], long);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_operation_runs_at_most_20_mutation_fields() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let posts = |count: usize| -> String {
+        let fields: String = (0..count)
+            .map(|n| format!("p{n}: createPost(input: {{title: \"t{n}\", body: \"b\"}}) {{ id }} "))
+            .collect();
+        format!("mutation {{ {fields} }}")
+    };
+    let body = app.graphql(&posts(21), json!({})).await;
+    assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+    assert!(
+        first_message(&body).contains("20 mutation fields"),
+        "{body}"
+    );
+    assert_eq!(app.sql_count("SELECT COUNT(*) AS n FROM posts").await, 0);
+    assert_no_errors(&app.graphql(&posts(20), json!({})).await);
+    assert_eq!(app.sql_count("SELECT COUNT(*) AS n FROM posts").await, 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_from_one_address_are_rate_limited() {
+    let app = TestApp::spawn().await;
+    let (client, _) = crate::helpers::browser_from(20);
+    let mut limited = None;
+    for n in 0..40 {
+        let body = app
+            .register_as(&client, &format!("spam{n:02}"), PASSWORD)
+            .await;
+        if body.get("errors").is_some() {
+            assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
+            let retry = body["errors"][0]["extensions"]["retryAfter"].as_u64();
+            limited = Some((n, retry.expect("retryAfter")));
+            break;
+        }
+    }
+    let (accepted, retry_after) = limited.expect("40 registrations were never limited");
+    assert!(accepted <= 30, "{accepted} accounts from one address");
+    assert!(retry_after > 0 && retry_after <= 600, "{retry_after}");
+    let users = app.sql_count("SELECT COUNT(*) AS n FROM users").await;
+    assert_eq!(users, accepted as i64, "the refused one was not created");
+    // Another address is not limited.
+    let (other, _) = crate::helpers::browser_from(21);
+    assert_no_errors(&app.register_as(&other, "honest", PASSWORD).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_session_write_is_a_graphql_error_not_an_empty_500() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    app.refuse_writes("sessions").await;
+    let answers = [
+        app.login_as(&app.new_browser().0, "alice", PASSWORD).await,
+        app.register_as(&app.new_browser().0, "bob", PASSWORD).await,
+        app.graphql("mutation { logout }", json!({})).await,
+    ];
+    for body in answers {
+        assert_eq!(error_code(&body), "INTERNAL_SERVER_ERROR", "{body}");
+        let id = body["errors"][0]["extensions"]["correlationId"].as_str();
+        assert!(id.is_some_and(|id| !id.is_empty()), "{body}");
+        assert!(!body.to_string().contains("refused by the test"), "{body}");
+    }
+    // The failed logout left the session in place, and the client knows it.
+    app.allow_writes("sessions").await;
+    assert_eq!(app.me().await.as_deref(), Some("alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_idle_extension_is_a_graphql_error() {
+    // A 10 s idle timeout extends at most once a second.
+    let app = TestApp::spawn_with(|config| {
+        config.session_idle_timeout = Duration::from_secs(10);
+    })
+    .await;
+    assert_no_errors(&app.register("alice").await);
+    app.refuse_writes("sessions").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let response = app
+        .client
+        .post(app.graphql_url())
+        .json(&json!({ "query": "{ me { username } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(crate::helpers::set_cookie(response.headers()).is_none());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "INTERNAL_SERVER_ERROR", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_are_refused_while_failures_cannot_be_recorded() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    app.refuse_writes("login_failures").await;
+    let (client, _) = app.new_browser();
+    for _ in 0..12 {
+        let wrong = app.login_as(&client, "alice", "not the password").await;
+        assert_eq!(error_code(&wrong), "INTERNAL_SERVER_ERROR", "{wrong}");
+    }
+    let right = app.login_as(&client, "alice", PASSWORD).await;
+    assert_eq!(error_code(&right), "INTERNAL_SERVER_ERROR", "{right}");
+    let (answer_wrong, answer_right) = (
+        app.login_as(&client, "alice", "not the password").await,
+        right,
+    );
+    assert_eq!(
+        answer_wrong["errors"][0]["message"],
+        answer_right["errors"][0]["message"]
+    );
+    assert_eq!(answer_right["data"], Value::Null);
+    // Nothing signed in meanwhile.
+    let body = app.graphql_as(&client, "{ me { id } }", json!({})).await;
+    assert_eq!(body["data"]["me"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sessions_table_fails_fast_and_reads_keep_working() {
+    let app = TestApp::spawn().await;
+    if !app.on_postgres() {
+        return; // SQLite's writer waits on its busy timeout, tested elsewhere.
+    }
+    assert_no_errors(&app.register("alice").await);
+    assert_no_errors(&app.create_post("t", "b").await);
+    let blogql::db::DatabaseUrl::Postgres(url) = app.database.url.clone() else {
+        unreachable!()
+    };
+    // Another client holds the table, as a stuck migration would.
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    let mut holder = diesel_async::AsyncPgConnection::establish(&url)
+        .await
+        .unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE;")
+        .await
+        .unwrap();
+    let signed_in: Vec<_> = (0..20)
+        .map(|_| {
+            let request = app
+                .client
+                .post(app.graphql_url())
+                .json(&json!({ "query": "{ me { username } }" }))
+                .timeout(Duration::from_secs(20));
+            tokio::spawn(
+                async move { request.send().await.unwrap().json::<Value>().await.unwrap() },
+            )
+        })
+        .collect();
+    // Anonymous reads go on while those wait for the lock.
+    let (anonymous, _) = app.new_browser();
+    let posts = app
+        .graphql_as(
+            &anonymous,
+            "{ posts(first: 5) { edges { node { title } } } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&posts);
+    for request in signed_in {
+        let body = request.await.unwrap();
+        assert_eq!(error_code(&body), "INTERNAL_SERVER_ERROR", "{body}");
+    }
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(app.me().await.as_deref(), Some("alice"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_notices_a_database_that_refuses_writes() {
+    let app = TestApp::spawn().await;
+    let ready = |app: &TestApp| {
+        let request = app
+            .client
+            .get(app.url("/readyz"))
+            .timeout(Duration::from_secs(10));
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(ready(&app).await, StatusCode::OK);
+    match app.database.url.clone() {
+        blogql::db::DatabaseUrl::Sqlite(path) => {
+            // Another process holds the write lock.
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+            let holder = std::thread::spawn(move || {
+                use diesel::Connection;
+                use diesel::connection::SimpleConnection;
+                let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
+                conn.batch_execute("BEGIN IMMEDIATE").unwrap();
+                locked.send(()).unwrap();
+                released.recv().unwrap();
+                conn.batch_execute("COMMIT").unwrap();
+            });
+            is_locked.recv().unwrap();
+            assert_eq!(ready(&app).await, StatusCode::SERVICE_UNAVAILABLE);
+            release.send(()).unwrap();
+            holder.join().unwrap();
+        }
+        blogql::db::DatabaseUrl::Postgres(url) => {
+            // From a connection of its own: the pool's are all ended, so
+            // that new ones start with the database's new default.
+            use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+            let mut admin = diesel_async::AsyncPgConnection::establish(&url)
+                .await
+                .unwrap();
+            let name = url.rsplit('/').next().unwrap().to_owned();
+            let set_read_only = |on: &str| {
+                format!(
+                    "ALTER DATABASE {name} SET default_transaction_read_only = {on}; \
+                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = '{name}' AND pid <> pg_backend_pid();"
+                )
+            };
+            admin.batch_execute(&set_read_only("on")).await.unwrap();
+            // The first answers may be about the ended connections; then
+            // every one is about the read-only database.
+            for _ in 0..3 {
+                let _ = ready(&app).await;
+            }
+            for _ in 0..3 {
+                assert_eq!(ready(&app).await, StatusCode::SERVICE_UNAVAILABLE);
+            }
+            admin.batch_execute(&set_read_only("off")).await.unwrap();
+            for _ in 0..3 {
+                let _ = ready(&app).await;
+            }
+        }
+    }
+    assert_eq!(ready(&app).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_secret_is_logged_even_at_trace() {
+    let database = TestDatabase::new().await;
+    let server = Process::start(&database, &[("RUST_LOG", "trace")], &[MEMORY_LIMIT]).await;
+    let (client, jar) = crate::helpers::browser();
+    let graphql = |query: &str, variables: Value| {
+        let request = client
+            .post(server.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let input = json!({ "input": { "username": "alice", "password": "trace-secret-password" } });
+    assert_no_errors(
+        &graphql(
+            "mutation($input: RegisterInput!) { register(input: $input) { id } }",
+            input.clone(),
+        )
+        .await,
+    );
+    assert_no_errors(
+        &graphql(
+            "mutation($input: CreatePostInput!) { createPost(input: $input) { id } }",
+            json!({ "input": { "title": "a quiet title", "body": "a body nobody logs" } }),
+        )
+        .await,
+    );
+    assert_no_errors(
+        &graphql(
+            "mutation($input: LoginInput!) { login(input: $input) { id } }",
+            input,
+        )
+        .await,
+    );
+    let cookie = crate::helpers::session_cookie(&jar, server.address).expect("signed in");
+    let log = server.log();
+    assert!(log.contains("TRACE"), "the log was captured at trace");
+    for secret in [
+        "trace-secret-password",
+        "$argon2id$",
+        "a quiet title",
+        "a body nobody logs",
+        cookie.as_str(),
+    ] {
+        assert!(!log.contains(secret), "{secret:?} is in the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_413_in_the_graphql_shape_however_it_is_sent() {
+    let app = TestApp::spawn().await;
+    // Chunked: no Content-Length to refuse it by.
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        app.address
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+    for _ in 0..48 {
+        // The server may stop reading once it has refused.
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = vec![0u8; 8192];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    let chunked = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+    assert!(chunked.contains("\"BAD_REQUEST\""), "{chunked}");
+    assert!(
+        chunked
+            .to_ascii_lowercase()
+            .contains("cache-control: no-store"),
+        "{chunked}"
+    );
+    // Declared: refused on its Content-Length, before it is read.
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\n\r\n",
+        app.address
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    let declared = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+    assert!(declared.contains("\"BAD_REQUEST\""), "{declared}");
+    assert!(
+        declared
+            .to_ascii_lowercase()
+            .contains("cache-control: no-store"),
+        "{declared}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_time_limit_is_503_in_the_graphql_shape() {
+    let app = TestApp::spawn_with(|config| config.request_timeout = Duration::from_secs(1)).await;
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"query\":",
+        app.address
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = stream.read(&mut buffer).await.unwrap();
+            answer.extend_from_slice(&buffer[..n]);
+            if n == 0 || answer.windows(4).any(|w| w == b"}]}") || answer.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "answered after the time limit");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("cache-control: no-store"),
+        "{text}"
+    );
+    assert!(text.contains("\"INTERNAL_SERVER_ERROR\""), "{text}");
+    assert!(text.contains("correlationId"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_json_with_a_code_and_no_store() {
+    let app = TestApp::spawn().await;
+    let csrf = app
+        .client
+        .post(app.graphql_url())
+        .header("content-type", "text/plain")
+        .body(r#"{"query":"{ me { id } }"}"#)
+        .send()
+        .await
+        .unwrap();
+    let get_mutation = app
+        .client
+        .get(app.graphql_url())
+        .query(&[("query", "mutation { logout }")])
+        .send()
+        .await
+        .unwrap();
+    let batch = app.post_json_text(r#"[{"query":"{ me { id } }"}]"#).await;
+    let invalid = app.post_json_text(r#"{"query":"{ nope }"}"#).await;
+    let unparsable = app.post_json_text(r#"{"query":"{"}"#).await;
+    for (response, code) in [
+        (csrf, "BAD_REQUEST"),
+        (get_mutation, "METHOD_NOT_ALLOWED"),
+        (batch, "BAD_REQUEST"),
+        (invalid, "GRAPHQL_VALIDATION_FAILED"),
+        (unparsable, "GRAPHQL_PARSE_FAILED"),
+    ] {
+        assert_eq!(response.headers()["cache-control"], "no-store", "{code}");
+        let body: Value = response.json().await.expect("a JSON body");
+        assert_eq!(error_code(&body), code, "{body}");
+    }
+    let page = app
+        .client
+        .get(app.graphql_url())
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["cache-control"], "no-store");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_sid_cookie_neither_logs_the_user_out_nor_is_cleared() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let real = app.session_cookie().expect("signed in");
+    // A well-formed ID no session has, as a sibling subdomain could plant.
+    let planted = "AAAAAAAAAAAAAAAAAAAAAA";
+    for cookie in [
+        format!("sid={planted}; sid={real}"),
+        format!("sid={real}; sid={planted}"),
+    ] {
+        let body = app
+            .graphql_with_cookie(&cookie, "{ me { username } }")
+            .await;
+        assert_eq!(body["data"]["me"]["username"], "alice", "{cookie}");
+    }
+    let response = reqwest::Client::new()
+        .post(app.graphql_url())
+        .header("cookie", format!("sid={planted}"))
+        .json(&json!({ "query": "{ me { username } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        crate::helpers::set_cookie(response.headers()).is_none(),
+        "an unknown session's cookie is left alone"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["data"]["me"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_required_variable_is_an_error_even_in_a_directive() {
+    let app = TestApp::spawn().await;
+    let body = app
+        .graphql(
+            "query($show: Boolean!) { me @include(if: $show) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["field"], "show");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_introspection_off_no_error_suggests_field_names() {
+    let app = TestApp::spawn_with(|config| config.introspection = false).await;
+    let body = app
+        .graphql("{ post { titl } me { usernam } }", json!({}))
+        .await;
+    assert!(body.get("errors").is_some(), "{body}");
+    assert!(!body.to_string().contains("Did you mean"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_with_ports_are_throttled_as_their_address() {
+    let app = TestApp::spawn_with(|config| {
+        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]
+    })
+    .await;
+    assert_no_errors(&app.register("alice").await);
+    let attempt = |forwarded_for: &'static str, password: &'static str| {
+        let request = app
+            .client
+            .post(app.graphql_url())
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({
+                "query": "mutation($input: LoginInput!) { login(input: $input) { id } }",
+                "variables": { "input": { "username": "alice", "password": password } },
+            }));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    for _ in 0..5 {
+        let body = attempt("[2001:db8::1]:443", "not the password").await;
+        assert_eq!(error_code(&body), "INVALID_CREDENTIALS", "{body}");
+    }
+    // The same address from another port is the same client: locked.
+    let body = attempt("[2001:db8::1]:8443", PASSWORD).await;
+    assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
+    // Everyone else behind the proxy is not.
+    assert_no_errors(&attempt("203.0.113.9:5555", PASSWORD).await);
+}
