@@ -303,8 +303,17 @@ pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
     let mut filter = wanted
         .and_then(|value| tracing_subscriber::EnvFilter::try_new(value).ok())
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
+    // Named: a directive for the target itself or one of its modules.
+    let names = |target: &str| {
+        wanted.is_some_and(|value| {
+            value.split(',').any(|directive| {
+                let name = directive.trim().split(['=', '[']).next().unwrap_or("");
+                name == target || name.starts_with(&format!("{target}::"))
+            })
+        })
+    };
     for (target, level) in QUIETED_TARGETS {
-        if !wanted.is_some_and(|value| value.contains(target))
+        if !names(target)
             && let Ok(directive) = format!("{target}={level}").parse()
         {
             filter = filter.add_directive(directive);
@@ -359,5 +368,7 @@ mod tests {
         assert!(named.contains("tokio_postgres=trace"), "{named}");
         assert!(!named.contains("tokio_postgres=info"), "{named}");
         assert!(log_filter(None).to_string().contains("info"));
+        let unrelated = log_filter(Some("debug,my_tokio_postgres_app=debug")).to_string();
+        assert!(unrelated.contains("tokio_postgres=info"), "{unrelated}");
     }
 }

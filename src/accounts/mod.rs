@@ -169,9 +169,9 @@ pub async fn authenticate(
     let valid_username = validate::username(username).is_ok();
     let plausible = valid_username && validate::password(password).is_ok();
     let keys = ThrottleKeys::new(if valid_username { username } else { "-" }, client);
-    // Refused here while locked, before any password work; counted as a
-    // failure until it succeeds, so a count that cannot be written refuses
-    // the attempt and concurrent guesses count like sequential ones.
+    // Refused here while locked, before any password work; the slot it
+    // takes counts it on every instance, so concurrent guesses count like
+    // sequential ones, and a slot that cannot be written refuses it.
     let attempt = throttle.admit(&keys).await?;
     let found = if plausible {
         User::find_credentials(db, username).await?
@@ -187,5 +187,6 @@ pub async fn authenticate(
         throttle.succeeded(attempt).await?;
         return Ok(user);
     }
+    throttle.failed(attempt).await?;
     Err(AccountError::InvalidCredentials)
 }

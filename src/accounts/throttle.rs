@@ -2,33 +2,38 @@
 //! client address, and registrations per client address — in the database,
 //! so every instance sees the same counts.
 //!
-//! **Logins.** Each attempt is counted as a failure *before* its password is
-//! checked, and a success takes the count back. So an attempt whose count
-//! cannot be written is refused whatever its password (an outage never
-//! lifts the throttle, and the answer never tells a right password from a
-//! wrong one), and the attempts in progress on every instance are already
-//! in the count that admits the next one: a burst of concurrent guesses gets
-//! no more checks than a sequence would.
+//! **Logins.** An attempt takes a slot before its password is checked: the
+//! key's attempts in progress plus its failures on record must stay under
+//! the threshold (past it, after a lock ends, one attempt at a time). Taking
+//! the slot is one conditional statement, so the attempts in progress on
+//! every instance are counted together and a burst of concurrent guesses gets
+//! no more checks than a sequence would; an attempt that cannot take its slot
+//! (the database refuses the write) is refused whatever its password, so an
+//! outage never lifts the throttle. An attempt that finds the slots taken
+//! waits for one to free (correct logins of one account still run side by
+//! side). A slot left by an instance that died counts for
+//! [`IN_PROGRESS_STALE`] only.
 //!
 //! Past a threshold a key is locked, for one second after the failure that
 //! reached it and twice as long after each further one, up to [`MAX_LOCK`];
-//! the lock follows from the count and the last failure, so it is never
-//! stored apart from them. While a key is locked, logins are refused before
-//! any password is checked. A success clears its username + address count
-//! (and takes its own attempt off the address's count, which is not
-//! cleared: an attacker could otherwise reset it by logging in to an
-//! account of their own).
+//! the lock follows from the count and the last failure. While a key is
+//! locked, logins are refused before any password is checked. A success
+//! clears its username + address count (not the address's: an attacker
+//! could otherwise reset it by logging in to an account of their own).
 //!
 //! **Registrations.** At most [`REGISTRATIONS_PER_WINDOW`] per client
-//! address in [`REGISTRATION_WINDOW`], counted before any hashing.
+//! address in any [`REGISTRATION_WINDOW`], counted before any hashing.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::{Integer, Timestamp};
 use diesel_async::RunQueryDsl;
 use time::PrimitiveDateTime;
+use tokio::sync::Notify;
 
 use super::AccountError;
 use crate::db::schema::{login_failures as lf, rate_windows as rw};
@@ -42,6 +47,13 @@ const ADDRESS_THRESHOLD: i32 = 100;
 const MAX_LOCK: Duration = Duration::from_secs(15 * 60);
 /// A count with no failure for this long is forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+/// Attempts in progress older than this were left by an instance that died.
+const IN_PROGRESS_STALE: Duration = Duration::from_secs(60);
+/// How long an attempt waits for a slot before it is refused.
+const WAIT_FOR_SLOT: Duration = Duration::from_secs(10);
+/// How often a waiting attempt looks again, when the attempts in progress
+/// run on another instance (this one's wake it as they finish).
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// Registrations one client address may make per window.
 pub const REGISTRATIONS_PER_WINDOW: i32 = 30;
 /// The registration window.
@@ -63,6 +75,7 @@ fn address_key(client: IpAddr) -> String {
 }
 
 /// The two counters one login attempt touches.
+#[derive(Debug, Clone)]
 pub struct ThrottleKeys {
     user: String,
     address: String,
@@ -78,11 +91,12 @@ impl ThrottleKeys {
         }
     }
 
-    fn with_thresholds(&self) -> [(&str, i32); 2] {
-        [
-            (&self.user, USER_THRESHOLD),
-            (&self.address, ADDRESS_THRESHOLD),
-        ]
+    fn threshold(&self, key: &str) -> i32 {
+        if key == self.user {
+            USER_THRESHOLD
+        } else {
+            ADDRESS_THRESHOLD
+        }
     }
 }
 
@@ -105,53 +119,128 @@ fn seconds_until(until: PrimitiveDateTime, now: PrimitiveDateTime) -> u64 {
 #[derive(Clone)]
 pub struct Throttle {
     db: Db,
+    /// Woken when an attempt on this instance finishes, per username + address.
+    finished: Arc<Mutex<HashMap<String, Weak<Notify>>>>,
 }
 
-/// A login attempt, already counted as a failure; [`Throttle::succeeded`]
-/// takes it back.
+/// A login attempt holding its slots; [`Throttle::succeeded`] or
+/// [`Throttle::failed`] records how it ended. Dropped unrecorded (the request
+/// was cancelled before its password was checked), it gives them back.
 #[must_use]
-pub struct Attempt<'a> {
-    keys: &'a ThrottleKeys,
+pub struct Attempt {
+    throttle: Throttle,
+    keys: ThrottleKeys,
+    finished: Arc<Notify>,
+    recorded: bool,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.recorded {
+            let throttle = self.throttle.clone();
+            let keys = self.keys.clone();
+            let finished = self.finished.clone();
+            tokio::spawn(async move {
+                if let Err(err) = throttle.finish(&keys, Outcome::Cancelled).await {
+                    tracing::warn!(error = %err, "cannot free a cancelled login's slot");
+                }
+                finished.notify_one();
+            });
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Throttle {
     /// Throttling backed by `db`.
     pub fn new(db: Db) -> Self {
-        Self { db }
-    }
-
-    /// Lets a login attempt through, counted as a failure; `RateLimited`
-    /// while either key is locked. A database error refuses the attempt.
-    pub async fn admit<'a>(&self, keys: &'a ThrottleKeys) -> Result<Attempt<'a>, AccountError> {
-        let seen = self.check(keys).await?;
-        let counted = self.count_failure(keys).await?;
-        // Attempts of the same key counted between the check and ours: as in
-        // a sequence, the first THRESHOLD in a row are checked, and after a
-        // lock ends, one.
-        if counted > USER_THRESHOLD.max(seen + 1) {
-            let now = now();
-            self.uncount(keys).await?;
-            let until = locked_until(counted - 1, USER_THRESHOLD, now).unwrap_or(now);
-            return Err(AccountError::RateLimited {
-                retry_after: seconds_until(until, now),
-            });
+        Self {
+            db,
+            finished: Arc::default(),
         }
-        Ok(Attempt { keys })
     }
 
-    /// Takes a successful attempt back: clears its username + address count,
-    /// and removes it from the address's count.
-    pub async fn succeeded(&self, attempt: Attempt<'_>) -> Result<(), DbError> {
-        let keys = attempt.keys;
-        with_conn!(self.db, write conn => diesel::delete(lf::table.find(&keys.user))
-            .execute(conn)
-            .await?);
-        self.uncount_one(&keys.address).await
+    /// Lets a login attempt through once it holds a slot of both keys;
+    /// `RateLimited` while either key is locked, or when no slot frees in
+    /// [`WAIT_FOR_SLOT`]. A database error refuses the attempt.
+    pub async fn admit(&self, keys: &ThrottleKeys) -> Result<Attempt, AccountError> {
+        let finished = self.finished_notify(&keys.user);
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_SLOT;
+        loop {
+            let wake = finished.notified();
+            tokio::pin!(wake);
+            wake.as_mut().enable();
+            let taken = match self.refuse_if_locked(keys).await {
+                Ok(()) => self.take_slots(keys).await,
+                Err(refused) => Err(refused),
+            };
+            match taken {
+                Ok(true) => {
+                    return Ok(Attempt {
+                        throttle: self.clone(),
+                        keys: keys.clone(),
+                        finished: finished.clone(),
+                        recorded: false,
+                    });
+                }
+                Ok(false) if tokio::time::Instant::now() < deadline => {}
+                Ok(false) => return Err(AccountError::RateLimited { retry_after: 1 }),
+                Err(refused) => {
+                    // Leaving without the slot this wake-up offered: pass it on.
+                    finished.notify_one();
+                    return Err(refused);
+                }
+            }
+            tokio::select! {
+                () = &mut wake => {}
+                () = tokio::time::sleep(RECHECK_EVERY) => {}
+            }
+        }
     }
 
-    /// `RateLimited` while either key is locked; otherwise the username +
-    /// address's failures on record.
-    async fn check(&self, keys: &ThrottleKeys) -> Result<i32, AccountError> {
+    /// Records a successful attempt: clears its username + address count.
+    pub async fn succeeded(&self, attempt: Attempt) -> Result<(), DbError> {
+        self.record(attempt, Outcome::Succeeded).await
+    }
+
+    /// Records a failed attempt against both keys.
+    pub async fn failed(&self, attempt: Attempt) -> Result<(), DbError> {
+        self.record(attempt, Outcome::Failed).await
+    }
+
+    async fn record(&self, mut attempt: Attempt, outcome: Outcome) -> Result<(), DbError> {
+        attempt.recorded = true;
+        let recorded = self.finish(&attempt.keys, outcome).await;
+        attempt.finished.notify_one();
+        recorded
+    }
+
+    fn finished_notify(&self, key: &str) -> Arc<Notify> {
+        let mut all = lock(&self.finished);
+        all.retain(|_, notify| notify.strong_count() > 0);
+        if let Some(notify) = all.get(key).and_then(Weak::upgrade) {
+            return notify;
+        }
+        let notify = Arc::new(Notify::new());
+        all.insert(key.to_owned(), Arc::downgrade(&notify));
+        notify
+    }
+
+    /// `RateLimited` while either key is locked.
+    async fn refuse_if_locked(&self, keys: &ThrottleKeys) -> Result<(), AccountError> {
         let now = now();
         let rows: Vec<(String, i32, PrimitiveDateTime)> = with_conn!(self.db, conn => lf::table
             .filter(lf::key.eq_any([&keys.user, &keys.address]))
@@ -159,83 +248,130 @@ impl Throttle {
             .load(conn)
             .await
             .map_err(DbError::from)?);
-        let threshold = |key: &str| {
-            if key == keys.user {
-                USER_THRESHOLD
-            } else {
-                ADDRESS_THRESHOLD
-            }
-        };
         let locked = rows
             .iter()
-            .filter_map(|(key, failures, last)| locked_until(*failures, threshold(key), *last))
+            .filter_map(|(key, failures, last)| locked_until(*failures, keys.threshold(key), *last))
             .filter(|until| *until > now)
             .max();
-        if let Some(until) = locked {
-            return Err(AccountError::RateLimited {
+        match locked {
+            Some(until) => Err(AccountError::RateLimited {
                 retry_after: seconds_until(until, now),
-            });
+            }),
+            None => Ok(()),
         }
-        Ok(rows
-            .iter()
-            .find(|(key, _, _)| *key == keys.user)
-            .map_or(0, |(_, failures, _)| *failures))
     }
 
-    /// Counts a failure against both keys; the username + address's count.
-    async fn count_failure(&self, keys: &ThrottleKeys) -> Result<i32, DbError> {
+    /// Takes a slot of both keys; `false` (holding none) when either has
+    /// none free.
+    async fn take_slots(&self, keys: &ThrottleKeys) -> Result<bool, AccountError> {
+        if !self.take_slot(&keys.user, USER_THRESHOLD).await? {
+            return Ok(false);
+        }
+        if !self.take_slot(&keys.address, ADDRESS_THRESHOLD).await? {
+            self.release(&keys.user, Outcome::Cancelled).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// One statement: a slot of `key` is taken when its fresh attempts in
+    /// progress plus its failures stay under `threshold`, or when none is in
+    /// progress (one at a time once past it).
+    async fn take_slot(&self, key: &str, threshold: i32) -> Result<bool, DbError> {
         let now = now();
-        let mut user_failures = 0;
-        for (key, _) in keys.with_thresholds() {
-            let failures: i32 = with_conn!(self.db, write conn => diesel::insert_into(lf::table)
-                .values((lf::key.eq(key), lf::failures.eq(1), lf::last_failed_at.eq(now)))
-                .on_conflict(lf::key)
-                .do_update()
-                .set((lf::failures.eq(lf::failures + 1), lf::last_failed_at.eq(now)))
-                .returning(lf::failures)
-                .get_result(conn)
-                .await?);
-            if key == keys.user {
-                user_failures = failures;
-            }
-        }
-        Ok(user_failures)
+        let fresh = lf::in_progress_at.gt(now - IN_PROGRESS_STALE);
+        let in_progress =
+            diesel::dsl::case_when::<_, _, Integer>(fresh, lf::in_progress).otherwise(0);
+        let upsert = diesel::insert_into(lf::table)
+            .values((
+                lf::key.eq(key),
+                lf::failures.eq(0),
+                lf::last_failed_at.eq(now),
+                lf::in_progress.eq(1),
+                lf::in_progress_at.eq(now),
+            ))
+            .on_conflict(lf::key)
+            .do_update()
+            .set((
+                lf::in_progress.eq(in_progress + 1),
+                lf::in_progress_at.eq(now),
+            ));
+        // `ON CONFLICT … DO UPDATE … WHERE`: the update happens only then.
+        let upsert = diesel::query_dsl::methods::FilterDsl::filter(
+            upsert,
+            in_progress
+                .eq(0)
+                .or((lf::failures + in_progress).lt(threshold)),
+        );
+        let taken = with_conn!(self.db, write conn => upsert.execute(conn).await?);
+        Ok(taken == 1)
     }
 
-    /// Takes one counted failure back from both keys.
-    async fn uncount(&self, keys: &ThrottleKeys) -> Result<(), DbError> {
-        self.uncount_one(&keys.user).await?;
-        self.uncount_one(&keys.address).await
-    }
-
-    async fn uncount_one(&self, key: &str) -> Result<(), DbError> {
-        with_conn!(self.db, write conn => diesel::update(lf::table.find(key))
-            .set(lf::failures.eq(lf::failures - 1))
-            .execute(conn)
-            .await?);
+    /// Gives back a slot of `key`, recording `outcome`: a failure counts, a
+    /// success clears the failures.
+    async fn release(&self, key: &str, outcome: Outcome) -> Result<(), DbError> {
+        let now = now();
+        let in_progress =
+            diesel::dsl::case_when::<_, _, Integer>(lf::in_progress.gt(0), lf::in_progress - 1)
+                .otherwise(0);
+        let target = lf::table.find(key);
+        with_conn!(self.db, write conn => match outcome {
+            Outcome::Failed => diesel::update(target)
+                .set((
+                    lf::in_progress.eq(in_progress),
+                    lf::failures.eq(lf::failures + 1),
+                    lf::last_failed_at.eq(now),
+                ))
+                .execute(conn)
+                .await?,
+            Outcome::Succeeded => diesel::update(target)
+                .set((lf::in_progress.eq(in_progress), lf::failures.eq(0)))
+                .execute(conn)
+                .await?,
+            Outcome::Cancelled => diesel::update(target)
+                .set(lf::in_progress.eq(in_progress))
+                .execute(conn)
+                .await?,
+        });
         Ok(())
     }
 
-    /// Counts a registration from `client`; `RateLimited` past
-    /// [`REGISTRATIONS_PER_WINDOW`] in the current window. A database error
+    /// Frees an attempt's slots, recording how it ended (a success leaves the
+    /// address's failures as they are).
+    async fn finish(&self, keys: &ThrottleKeys, outcome: Outcome) -> Result<(), DbError> {
+        self.release(&keys.user, outcome).await?;
+        let address_outcome = match outcome {
+            Outcome::Failed => Outcome::Failed,
+            Outcome::Succeeded | Outcome::Cancelled => Outcome::Cancelled,
+        };
+        self.release(&keys.address, address_outcome).await
+    }
+
+    /// Counts a registration from `client`; `RateLimited` once this window
+    /// and the one before hold more than [`REGISTRATIONS_PER_WINDOW`] (any
+    /// span of one window overlaps at most those two). A database error
     /// refuses the registration.
     pub async fn admit_registration(&self, client: IpAddr) -> Result<(), AccountError> {
         let key = format!("register:{}", address_key(client));
         let now = now();
         let window_over = rw::started_at.le(now - REGISTRATION_WINDOW);
-        let (hits, started_at): (i32, PrimitiveDateTime) = with_conn!(self.db, write conn => diesel::insert_into(rw::table)
-            .values((rw::key.eq(&key), rw::hits.eq(1), rw::started_at.eq(now)))
+        let two_over = rw::started_at.le(now - 2 * REGISTRATION_WINDOW);
+        let (hits, previous, started_at): (i32, i32, PrimitiveDateTime) = with_conn!(self.db, write conn => diesel::insert_into(rw::table)
+            .values((rw::key.eq(&key), rw::hits.eq(1), rw::previous_hits.eq(0), rw::started_at.eq(now)))
             .on_conflict(rw::key)
             .do_update()
             .set((
+                rw::previous_hits.eq(diesel::dsl::case_when::<_, _, Integer>(two_over, 0)
+                    .when(window_over, rw::hits)
+                    .otherwise(rw::previous_hits)),
                 rw::hits.eq(diesel::dsl::case_when::<_, _, Integer>(window_over, 1).otherwise(rw::hits + 1)),
                 rw::started_at.eq(diesel::dsl::case_when::<_, _, Timestamp>(window_over, now).otherwise(rw::started_at)),
             ))
-            .returning((rw::hits, rw::started_at))
+            .returning((rw::hits, rw::previous_hits, rw::started_at))
             .get_result(conn)
             .await
             .map_err(DbError::from)?);
-        if hits > REGISTRATIONS_PER_WINDOW {
+        if hits + previous > REGISTRATIONS_PER_WINDOW {
             return Err(AccountError::RateLimited {
                 retry_after: seconds_until(started_at + REGISTRATION_WINDOW, now),
             });
@@ -246,17 +382,21 @@ impl Throttle {
     /// Deletes counts nobody needs any more; run by the housekeeping task.
     pub async fn forget_stale(&self) -> Result<usize, DbError> {
         let cutoff = now() - FORGET_AFTER;
-        let failures = with_conn!(self.db, write conn => diesel::delete(lf::table.filter(lf::last_failed_at.lt(cutoff)))
+        let idle = lf::in_progress_at
+            .is_null()
+            .or(lf::in_progress_at.lt(now() - IN_PROGRESS_STALE));
+        let failures = with_conn!(self.db, write conn => diesel::delete(lf::table
+            .filter(lf::last_failed_at.lt(cutoff))
+            .filter(idle))
             .execute(conn)
             .await?);
-        let windows_cutoff = now() - REGISTRATION_WINDOW;
+        let windows_cutoff = now() - 2 * REGISTRATION_WINDOW;
         let windows = with_conn!(self.db, write conn => diesel::delete(rw::table.filter(rw::started_at.lt(windows_cutoff)))
             .execute(conn)
             .await?);
         Ok(failures + windows)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -392,7 +392,10 @@ fn check_sqlite_folder(path: &str) -> Result<(), ConnectError> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => std::path::Path::new("."),
     };
-    let probe = folder.join(format!(".blogql-write-check-{}", std::process::id()));
+    let probe = folder.join(format!(
+        ".blogql-write-check-{:016x}",
+        rand::random::<u64>()
+    ));
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -35,6 +35,8 @@ diesel::table! {
         key -> Text,
         failures -> Integer,
         last_failed_at -> Timestamp,
+        in_progress -> Integer,
+        in_progress_at -> Nullable<Timestamp>,
     }
 }
 
@@ -42,6 +44,7 @@ diesel::table! {
     rate_windows (key) {
         key -> Text,
         hits -> Integer,
+        previous_hits -> Integer,
         started_at -> Timestamp,
     }
 }

@@ -22,9 +22,9 @@ use async_graphql::parser::types::{
 
 use super::MAX_DEPTH;
 
-/// Most fields a document may select with every fragment expanded. An honest
-/// page of 100 posts with every field selects about 20; GraphiQL's
-/// introspection query about 200.
+/// Most selections (fields, spreads, inline fragments) a document may make
+/// with every fragment expanded. An honest page of 100 posts with every field
+/// makes about 20; GraphiQL's introspection query about 150.
 pub const MAX_EXPANDED_FIELDS: u64 = 2_000;
 /// Most mutation fields one operation may run.
 pub const MAX_MUTATION_FIELDS: u64 = 20;
@@ -39,7 +39,8 @@ pub struct Exceeded(pub String);
 /// What one selection set (or fragment) amounts to once expanded.
 #[derive(Debug, Clone, Copy, Default)]
 struct Extent {
-    /// Fields in the whole tree.
+    /// Selections in the whole tree: fields, spreads and inline fragments
+    /// (each costs a step of every walk that expands them).
     fields: u64,
     /// Deepest field nesting.
     depth: usize,
@@ -127,10 +128,19 @@ impl<'a> Walk<'a> {
                     }
                 }
                 Selection::FragmentSpread(spread) => {
-                    self.fragment(spread.node.fragment_name.node.as_str(), nesting + 1)?
+                    let inner =
+                        self.fragment(spread.node.fragment_name.node.as_str(), nesting + 1)?;
+                    Extent {
+                        fields: inner.fields.saturating_add(1),
+                        ..inner
+                    }
                 }
                 Selection::InlineFragment(inline) => {
-                    self.selection_set(&inline.node.selection_set.node, nesting + 1)?
+                    let inner = self.selection_set(&inline.node.selection_set.node, nesting + 1)?;
+                    Extent {
+                        fields: inner.fields.saturating_add(1),
+                        ..inner
+                    }
                 }
             };
             total.fields = total.fields.saturating_add(extent.fields);
@@ -148,15 +158,19 @@ impl<'a> Walk<'a> {
     }
 
     fn fragment(&mut self, name: &'a str, nesting: usize) -> Result<Extent, Exceeded> {
+        // Refused here, not left to validation: async-graphql expands spreads
+        // before it validates (its recursion check) and skips unknown ones,
+        // so a chain of spreads ending in an unknown fragment would be walked
+        // in full without ever failing.
         match self.fragments.get(name) {
             Some(Some(extent)) => return Ok(*extent),
-            // A cycle, refused by validation; it adds nothing here.
-            Some(None) => return Ok(Extent::default()),
+            Some(None) => {
+                return Err(Exceeded(format!("Fragment \"{name}\" spreads itself.")));
+            }
             None => {}
         }
-        // An unknown fragment is refused by validation too.
         let Some((name, definition)) = self.document.fragments.get_key_value(name) else {
-            return Ok(Extent::default());
+            return Err(Exceeded(format!("Unknown fragment \"{name}\".")));
         };
         let name = name.as_str();
         self.fragments.insert(name, None);
@@ -192,10 +206,10 @@ mod tests {
     }
 
     #[test]
-    fn a_fragment_chain_of_2_to_the_30_is_refused_and_one_of_2_to_the_10_is_not() {
+    fn a_fragment_chain_of_2_to_the_30_is_refused_and_one_of_2_to_the_8_is_not() {
         let refused = check(&parse(&fragment_chain(30))).unwrap_err();
         assert!(refused.0.contains("2000 fields"), "{refused:?}");
-        assert_eq!(check(&parse(&fragment_chain(10))), Ok(()));
+        assert_eq!(check(&parse(&fragment_chain(8))), Ok(()));
     }
 
     #[test]
@@ -227,10 +241,29 @@ mod tests {
     }
 
     #[test]
-    fn cycles_and_unknown_fragments_are_left_to_validation() {
-        let query =
-            "query { ...A ...Nope } fragment A on Query { ...B } fragment B on Query { ...A }";
-        assert_eq!(check(&parse(query)), Ok(()));
+    fn cycles_and_unknown_fragments_are_refused_before_anything_expands_them() {
+        let cycle = "query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }";
+        assert!(
+            check(&parse(cycle))
+                .unwrap_err()
+                .0
+                .contains("spreads itself")
+        );
+        // A chain of 4^30 spreads that ends in a fragment nobody defined.
+        let mut chain = String::from("query { ...F0 }");
+        for n in 0..30 {
+            let next = format!("...F{}", n + 1);
+            chain.push_str(&format!(
+                " fragment F{n} on Query {{ {next} {next} {next} {next} }}"
+            ));
+        }
+        chain.push_str(" fragment F30 on Query { ...Missing }");
+        assert!(
+            check(&parse(&chain))
+                .unwrap_err()
+                .0
+                .contains("Unknown fragment")
+        );
     }
 
     /// graphql-js's `getIntrospectionQuery()` with every option GraphiQL

@@ -54,7 +54,11 @@ impl TrustedProxies {
 /// One `X-Forwarded-For` entry: an address, or an address with a port
 /// (`1.2.3.4:5678`, `[2001:db8::1]:443`), as some proxies write them.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
-    let address = hop
+    let unbracketed = hop
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(hop);
+    let address = unbracketed
         .parse::<IpAddr>()
         .or_else(|_| hop.parse::<SocketAddr>().map(|socket| socket.ip()))
         .ok()?;
@@ -73,6 +77,7 @@ mod tests {
             ("1.2.3.6:5555", "1.2.3.6"),
             ("[2001:db8::1]:443", "2001:db8::1"),
             ("2001:db8::2", "2001:db8::2"),
+            ("[2001:db8::3]", "2001:db8::3"),
             ("198.51.100.7", "198.51.100.7"),
         ] {
             let mut headers = HeaderMap::new();

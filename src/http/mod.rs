@@ -46,7 +46,12 @@ pub struct AppState {
 /// The whole HTTP surface; `cors_origins` may send credentialed requests.
 pub fn router(state: AppState, cors_origins: Vec<HeaderValue>) -> Router {
     let mut router = Router::new()
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route(
+            "/graphql",
+            get(graphql_get)
+                .post(graphql_post)
+                .fallback(graphql_other_method),
+        )
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -121,6 +126,19 @@ async fn graphql_post(
     request: Request,
 ) -> Response {
     pipeline::handle(state, peer, request, false).await
+}
+
+/// Any other method on `/graphql`: 405 in the GraphQL error shape.
+async fn graphql_other_method() -> Response {
+    let mut response = respond::refusal(
+        StatusCode::METHOD_NOT_ALLOWED,
+        crate::graphql::error::ErrorCode::MethodNotAllowed,
+        "/graphql answers GET and POST",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+    response
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {

@@ -39,6 +39,8 @@ use tower::ServiceExt as _;
 /// File descriptors kept free of connections: database pools, the log,
 /// SQLite's files, and accepts that race the cap.
 const RESERVED_FILES: u64 = 128;
+/// Requests one HTTP/2 connection may have in flight at once.
+const MAX_STREAMS: u32 = 16;
 /// How long a new connection waits at the cap for a shed one to close.
 const SHED_WAIT: Duration = Duration::from_secs(1);
 
@@ -88,7 +90,11 @@ pub async fn serve(
     let sweeper = tokio::spawn(sweep(registry.clone(), limits));
     let (stopping, stop_signal) = watch::channel(false);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder.http2().timer(TokioTimer::new());
+    // hyper's default is 200 concurrent streams per HTTP/2 connection.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -152,13 +158,19 @@ async fn serve_connection(
     registry: Arc<Registry>,
     mut stopping: watch::Receiver<bool>,
 ) {
+    // Leaves the registry however the task ends (a handler may panic).
+    let _registered = Registered {
+        registry: registry.clone(),
+        id: conn.id,
+    };
     let tracked = conn.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let busy = tracked.begin_request();
+        let request = request.map(|body| axum::body::Body::new(Upload::new(body, &tracked)));
         let router = router.clone();
         async move {
-            let response = router.oneshot(request.map(axum::body::Body::new)).await;
+            let response = router.oneshot(request).await;
             drop(busy);
             response
         }
@@ -193,7 +205,73 @@ async fn serve_connection(
             }
         }
     }
-    registry.remove(conn.id);
+}
+
+/// A connection's place in the registry, given up when its task ends.
+struct Registered {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
+/// A request body still arriving: while every request of a connection is
+/// still uploading, the connection can be shed like an idle one (a slow
+/// upload must not hold a place under the cap for the whole time limit).
+struct Upload {
+    body: Incoming,
+    conn: Option<Arc<Conn>>,
+}
+
+impl Upload {
+    fn new(body: Incoming, conn: &Arc<Conn>) -> Self {
+        use hyper::body::Body as _;
+        let conn = (!body.is_end_stream()).then(|| {
+            conn.uploading.fetch_add(1, Ordering::AcqRel);
+            conn.clone()
+        });
+        Self { body, conn }
+    }
+
+    fn done(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.uploading.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl hyper::body::Body for Upload {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) || self.body.is_end_stream() {
+            self.done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The clock of connection times: milliseconds since the first reading,
@@ -219,6 +297,8 @@ struct Conn {
     head_started: AtomicU64,
     /// Requests being answered.
     in_flight: AtomicUsize,
+    /// Requests whose body is still arriving.
+    uploading: AtomicUsize,
     /// Requests answered so far.
     answered: AtomicU64,
     /// Told to close (idle too long, or shed at the cap).
@@ -228,6 +308,11 @@ struct Conn {
 impl Conn {
     fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    /// Idle, or only waiting for request bodies: nothing is lost by closing it.
+    fn is_sheddable(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) <= self.uploading.load(Ordering::Acquire)
     }
 
     fn begin_request(self: &Arc<Self>) -> Busy {
@@ -292,6 +377,7 @@ impl Registry {
             idle_since: AtomicU64::new(Clock.now()),
             head_started: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            uploading: AtomicUsize::new(0),
             answered: AtomicU64::new(0),
             close: Notify::new(),
         });
@@ -304,12 +390,13 @@ impl Registry {
         self.closed.notify_waiters();
     }
 
-    /// Closes the connection idle the longest; `false` if none is idle.
+    /// Closes the connection idle the longest (or only uploading); `false`
+    /// if every one is busy.
     fn shed_longest_idle(&self) -> bool {
         let open = self.lock();
         let longest = open
             .values()
-            .filter(|conn| conn.is_idle())
+            .filter(|conn| conn.is_sheddable())
             .min_by_key(|conn| conn.idle_since.load(Ordering::Acquire));
         match longest {
             Some(conn) => {

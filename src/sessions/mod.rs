@@ -123,7 +123,7 @@ fn now_millis() -> i64 {
 pub struct SessionError(#[from] tower_sessions::session::Error);
 
 /// Most `sid` cookies of one request considered.
-const MAX_SESSION_COOKIES: usize = 4;
+const MAX_SESSION_COOKIES: usize = 8;
 
 /// Where sessions live and how their cookie is set.
 #[derive(Clone)]

@@ -88,10 +88,17 @@ async fn idle_and_half_sent_sockets_never_make_the_server_unreachable() {
     )
     .await;
     let mut silent = Vec::new();
-    for _ in 0..400 {
-        if let Ok(stream) = TcpStream::connect(server.address).await {
-            silent.push(stream);
+    for n in 0..400 {
+        let Ok(mut stream) = TcpStream::connect(server.address).await else {
+            continue;
+        };
+        // Half say nothing; half start an upload they never finish.
+        if n % 2 == 1 {
+            let _ = stream
+                .write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+                .await;
         }
+        silent.push(stream);
     }
     let mut half_sent = TcpStream::connect(server.address).await.unwrap();
     half_sent
@@ -588,7 +595,10 @@ async fn every_refusal_is_json_with_a_code_and_no_store() {
     let batch = app.post_json_text(r#"[{"query":"{ me { id } }"}]"#).await;
     let invalid = app.post_json_text(r#"{"query":"{ nope }"}"#).await;
     let unparsable = app.post_json_text(r#"{"query":"{"}"#).await;
+    let put = app.client.put(app.graphql_url()).send().await.unwrap();
+    assert_eq!(put.headers()["allow"], "GET, POST");
     for (response, code) in [
+        (put, "METHOD_NOT_ALLOWED"),
         (csrf, "BAD_REQUEST"),
         (get_mutation, "METHOD_NOT_ALLOWED"),
         (batch, "BAD_REQUEST"),
@@ -690,4 +700,29 @@ async fn forwarded_addresses_with_ports_are_throttled_as_their_address() {
     assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
     // Everyone else behind the proxy is not.
     assert_no_errors(&attempt("203.0.113.9:5555", PASSWORD).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_right_logins_of_one_account_all_succeed() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let logins: Vec<_> = (0..16)
+        .map(|_| {
+            let request = app.client.post(app.graphql_url()).json(&json!({
+                "query": "mutation($input: LoginInput!) { login(input: $input) { username } }",
+                "variables": { "input": { "username": "alice", "password": PASSWORD } },
+            }));
+            tokio::spawn(
+                async move { request.send().await.unwrap().json::<Value>().await.unwrap() },
+            )
+        })
+        .collect();
+    for login in logins {
+        let body = login.await.unwrap();
+        assert_eq!(body["data"]["login"]["username"], "alice", "{body}");
+    }
+    let in_progress = app
+        .sql_count("SELECT CAST(COALESCE(SUM(in_progress), 0) AS BIGINT) AS n FROM login_failures")
+        .await;
+    assert_eq!(in_progress, 0, "every slot was given back");
 }
