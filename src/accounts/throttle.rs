@@ -90,14 +90,6 @@ impl ThrottleKeys {
             address: format!("ip:{address}"),
         }
     }
-
-    fn threshold(&self, key: &str) -> i32 {
-        if key == self.user {
-            USER_THRESHOLD
-        } else {
-            ADDRESS_THRESHOLD
-        }
-    }
 }
 
 /// When a key with `failures`, the last at `last_failed_at`, is locked until.
@@ -183,11 +175,7 @@ impl Throttle {
             let wake = finished.notified();
             tokio::pin!(wake);
             wake.as_mut().enable();
-            let taken = match self.refuse_if_locked(keys).await {
-                Ok(()) => self.take_slots(keys).await,
-                Err(refused) => Err(refused),
-            };
-            match taken {
+            match self.take_slots(keys).await {
                 Ok(true) => {
                     return Ok(Attempt {
                         throttle: self.clone(),
@@ -239,45 +227,40 @@ impl Throttle {
         notify
     }
 
-    /// `RateLimited` while either key is locked.
-    async fn refuse_if_locked(&self, keys: &ThrottleKeys) -> Result<(), AccountError> {
+    /// Takes a slot of both keys; `false` (holding none) when either has
+    /// none free, `RateLimited` (holding none) when either is locked.
+    async fn take_slots(&self, keys: &ThrottleKeys) -> Result<bool, AccountError> {
+        let Some(user) = self.take_slot(&keys.user, USER_THRESHOLD).await? else {
+            return Ok(false);
+        };
+        let Some(address) = self.take_slot(&keys.address, ADDRESS_THRESHOLD).await? else {
+            self.finish_keys(&[&keys.user], Outcome::Cancelled).await?;
+            return Ok(false);
+        };
         let now = now();
-        let rows: Vec<(String, i32, PrimitiveDateTime)> = with_conn!(self.db, conn => lf::table
-            .filter(lf::key.eq_any([&keys.user, &keys.address]))
-            .select((lf::key, lf::failures, lf::last_failed_at))
-            .load(conn)
-            .await
-            .map_err(DbError::from)?);
-        let locked = rows
-            .iter()
-            .filter_map(|(key, failures, last)| locked_until(*failures, keys.threshold(key), *last))
+        let locked = [(user, USER_THRESHOLD), (address, ADDRESS_THRESHOLD)]
+            .into_iter()
+            .filter_map(|((failures, last), threshold)| locked_until(failures, threshold, last))
             .filter(|until| *until > now)
             .max();
-        match locked {
-            Some(until) => Err(AccountError::RateLimited {
+        if let Some(until) = locked {
+            self.finish(keys, Outcome::Cancelled).await?;
+            return Err(AccountError::RateLimited {
                 retry_after: seconds_until(until, now),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// Takes a slot of both keys; `false` (holding none) when either has
-    /// none free.
-    async fn take_slots(&self, keys: &ThrottleKeys) -> Result<bool, AccountError> {
-        if !self.take_slot(&keys.user, USER_THRESHOLD).await? {
-            return Ok(false);
-        }
-        if !self.take_slot(&keys.address, ADDRESS_THRESHOLD).await? {
-            self.release(&keys.user, Outcome::Cancelled).await?;
-            return Ok(false);
+            });
         }
         Ok(true)
     }
 
     /// One statement: a slot of `key` is taken when its fresh attempts in
     /// progress plus its failures stay under `threshold`, or when none is in
-    /// progress (one at a time once past it).
-    async fn take_slot(&self, key: &str, threshold: i32) -> Result<bool, DbError> {
+    /// progress (one at a time once past it). Taken, the key's failures and
+    /// last failure, to tell whether it is locked.
+    async fn take_slot(
+        &self,
+        key: &str,
+        threshold: i32,
+    ) -> Result<Option<(i32, PrimitiveDateTime)>, DbError> {
         let now = now();
         let fresh = lf::in_progress_at.gt(now - IN_PROGRESS_STALE);
         let in_progress =
@@ -302,19 +285,25 @@ impl Throttle {
             in_progress
                 .eq(0)
                 .or((lf::failures + in_progress).lt(threshold)),
-        );
-        let taken = with_conn!(self.db, write conn => upsert.execute(conn).await?);
-        Ok(taken == 1)
+        )
+        .returning((lf::failures, lf::last_failed_at));
+        Ok(with_conn!(self.db, write conn => upsert.get_result(conn).await.optional()?))
     }
 
-    /// Gives back a slot of `key`, recording `outcome`: a failure counts, a
-    /// success clears the failures.
-    async fn release(&self, key: &str, outcome: Outcome) -> Result<(), DbError> {
+    /// Frees an attempt's slots in one statement, recording how it ended: a
+    /// failure counts against both keys, a success clears the username +
+    /// address's failures (and leaves the address's as they are).
+    async fn finish(&self, keys: &ThrottleKeys, outcome: Outcome) -> Result<(), DbError> {
+        self.finish_keys(&[&keys.user, &keys.address], outcome)
+            .await
+    }
+
+    async fn finish_keys(&self, keys: &[&str], outcome: Outcome) -> Result<(), DbError> {
         let now = now();
         let in_progress =
             diesel::dsl::case_when::<_, _, Integer>(lf::in_progress.gt(0), lf::in_progress - 1)
                 .otherwise(0);
-        let target = lf::table.find(key);
+        let target = lf::table.filter(lf::key.eq_any(keys));
         with_conn!(self.db, write conn => match outcome {
             Outcome::Failed => diesel::update(target)
                 .set((
@@ -325,7 +314,15 @@ impl Throttle {
                 .execute(conn)
                 .await?,
             Outcome::Succeeded => diesel::update(target)
-                .set((lf::in_progress.eq(in_progress), lf::failures.eq(0)))
+                .set((
+                    lf::in_progress.eq(in_progress),
+                    // Only the username + address key (`user:…`) is cleared.
+                    lf::failures.eq(diesel::dsl::case_when::<_, _, Integer>(
+                        lf::key.like("user:%"),
+                        0,
+                    )
+                    .otherwise(lf::failures)),
+                ))
                 .execute(conn)
                 .await?,
             Outcome::Cancelled => diesel::update(target)
@@ -334,17 +331,6 @@ impl Throttle {
                 .await?,
         });
         Ok(())
-    }
-
-    /// Frees an attempt's slots, recording how it ended (a success leaves the
-    /// address's failures as they are).
-    async fn finish(&self, keys: &ThrottleKeys, outcome: Outcome) -> Result<(), DbError> {
-        self.release(&keys.user, outcome).await?;
-        let address_outcome = match outcome {
-            Outcome::Failed => Outcome::Failed,
-            Outcome::Succeeded | Outcome::Cancelled => Outcome::Cancelled,
-        };
-        self.release(&keys.address, address_outcome).await
     }
 
     /// Counts a registration from `client`; `RateLimited` once this window
