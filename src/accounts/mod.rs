@@ -9,8 +9,8 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::PrimitiveDateTime;
 
-use crate::db::schema::users;
-use crate::db::{Db, DbError, now, with_conn};
+use crate::db::schema::{sessions, users};
+use crate::db::{Db, DbError, now, with_conn, with_tx};
 use crate::validate::{self, Invalid};
 use passwords::{HashError, Passwords};
 use throttle::{Throttle, ThrottleKeys};
@@ -104,6 +104,16 @@ impl User {
             .optional()?))
     }
 
+    /// The password hash of the user with this id.
+    async fn password_hash(db: &Db, id: i64) -> Result<Option<String>, DbError> {
+        Ok(with_conn!(db, conn => users::table
+            .find(id)
+            .select(users::password_hash)
+            .first(conn)
+            .await
+            .optional()?))
+    }
+
     async fn username_exists(db: &Db, username: &str) -> Result<bool, DbError> {
         let key = username.to_ascii_lowercase();
         Ok(with_conn!(db, conn => diesel::select(diesel::dsl::exists(
@@ -189,4 +199,57 @@ pub async fn authenticate(
     }
     throttle.failed(attempt).await?;
     Err(AccountError::InvalidCredentials)
+}
+
+/// A password change as asked for.
+pub struct PasswordChange<'a> {
+    pub current: &'a str,
+    pub new: &'a str,
+}
+
+/// Changes `user`'s password: the new one must follow the rules, the current
+/// one is checked like a login (and throttled like one, from `client`). The
+/// new hash and the end of every other session of the user (all but the one
+/// stored under `keep_session`) commit together; how many sessions were ended.
+pub async fn change_password(
+    db: &Db,
+    passwords: &Passwords,
+    throttle: &Throttle,
+    user: &User,
+    change: PasswordChange<'_>,
+    client: IpAddr,
+    keep_session: Option<&str>,
+) -> Result<usize, AccountError> {
+    let PasswordChange { current, new } = change;
+    validate::password(new).map_err(|invalid| Invalid {
+        field: "newPassword",
+        message: invalid.message.replace("password", "newPassword"),
+    })?;
+    let keys = ThrottleKeys::new(&user.username, client);
+    let attempt = throttle.admit(&keys).await?;
+    let hash = User::password_hash(db, user.id).await?;
+    let plausible = validate::password(current).is_ok();
+    let permit = passwords.permit().await;
+    let checked = if plausible { current } else { "" };
+    if !(passwords.verify(permit, checked, hash.as_deref()).await && hash.is_some()) {
+        throttle.failed(attempt).await?;
+        return Err(AccountError::InvalidCredentials);
+    }
+    throttle.succeeded(attempt).await?;
+    let new_hash = passwords.hash(new).await?;
+    let keep = keep_session.unwrap_or_default().to_owned();
+    let user_id = user.id;
+    let ended = with_tx!(db, conn => {
+        diesel::update(users::table.find(user_id))
+            .set(users::password_hash.eq(&new_hash))
+            .execute(conn)
+            .await?;
+        let ended = diesel::delete(sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::id_hash.ne(&keep)))
+            .execute(conn)
+            .await?;
+        Ok(ended)
+    })?;
+    Ok(ended)
 }

@@ -1,8 +1,8 @@
 //! The database: a pool for SQLite or PostgreSQL, chosen by `DATABASE_URL`.
 //!
 //! This is the only module that knows one backend from the other. Queries are
-//! written once, inside [`with_conn!`], which expands the body once per
-//! backend: diesel checks each expansion against its own backend, and nobody
+//! written once, inside [`with_conn!`] (or [`with_tx!`] for statements that
+//! must commit together), which expands the body once per backend: diesel checks each expansion against its own backend, and nobody
 //! has to write a function generic over the connection type.
 //!
 //! Errors: model functions return [`DbError`]; what a client sees is decided
@@ -272,6 +272,35 @@ macro_rules! with_conn {
     };
 }
 pub(crate) use with_conn;
+
+/// Runs `$body` in one transaction on a write connection of whichever
+/// backend `$db` uses: `with_tx!(db, conn => { …; Ok(value) })`. The body
+/// is an async block's contents returning `Result<_, DbError>`; it is
+/// compiled once per backend, and everything in it commits together or not
+/// at all.
+macro_rules! with_tx {
+    ($db:expr, $conn:ident => $body:expr) => {
+        match $db.pools() {
+            $crate::db::Pools::Sqlite { writes, .. } => {
+                let mut pooled = writes.get().await.map_err($crate::db::DbError::from)?;
+                diesel_async::AsyncConnection::transaction::<_, $crate::db::DbError, _>(
+                    &mut *pooled,
+                    async |$conn| $body,
+                )
+                .await
+            }
+            $crate::db::Pools::Postgres(pool) => {
+                let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
+                diesel_async::AsyncConnection::transaction::<_, $crate::db::DbError, _>(
+                    &mut *pooled,
+                    async |$conn| $body,
+                )
+                .await
+            }
+        }
+    };
+}
+pub(crate) use with_tx;
 
 impl Db {
     /// Opens a pool for `url` and checks that one connection can be made.

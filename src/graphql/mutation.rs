@@ -1,12 +1,14 @@
 //! The root `Mutation` type.
 
-use async_graphql::{Context, Object};
+use async_graphql::{Context, ID, Object};
 
 use super::error::ApiError;
 use super::guard::LoggedIn;
-use super::types::{CreatePostInput, LoginInput, PostObject, RegisterInput, UserObject};
+use super::types::{
+    ChangePasswordInput, CreatePostInput, LoginInput, PostObject, RegisterInput, UserObject,
+};
 use super::{ClientAddr, services, session};
-use crate::accounts;
+use crate::accounts::{self, User};
 use crate::posts::Post;
 use crate::validate;
 
@@ -64,6 +66,63 @@ impl Mutation {
     #[graphql(guard = "LoggedIn")]
     async fn logout(&self, ctx: &Context<'_>) -> Result<bool, ApiError> {
         session(ctx).sign_out().await?;
+        Ok(true)
+    }
+
+    /// Ends one of the caller's own sessions; `false` for a handle that is
+    /// not one of them (nobody else's session is ever ended).
+    #[graphql(guard = "LoggedIn")]
+    async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
+        let session = session(ctx);
+        let user_id = session.user_id().await?.ok_or(ApiError::Unauthenticated)?;
+        Ok(session.revoke(user_id, id.as_str()).await?)
+    }
+
+    /// Ends every other session of the caller; how many were ended.
+    #[graphql(guard = "LoggedIn")]
+    async fn logout_other_sessions(&self, ctx: &Context<'_>) -> Result<i32, ApiError> {
+        let session = session(ctx);
+        let user_id = session.user_id().await?.ok_or(ApiError::Unauthenticated)?;
+        let ended = session.end_others(user_id).await?;
+        Ok(i32::try_from(ended).unwrap_or(i32::MAX))
+    }
+
+    /// Changes the caller's password (the current one checked like a login),
+    /// ends every other session of theirs and gives this one a new ID.
+    #[graphql(
+        guard = "LoggedIn",
+        complexity = "PASSWORD_FIELD_COMPLEXITY + child_complexity"
+    )]
+    async fn change_password(
+        &self,
+        ctx: &Context<'_>,
+        input: ChangePasswordInput,
+    ) -> Result<bool, ApiError> {
+        let services = services(ctx);
+        let session = session(ctx);
+        let ClientAddr(client) = *ctx.data_unchecked::<ClientAddr>();
+        let user_id = session.user_id().await?.ok_or(ApiError::Unauthenticated)?;
+        let user = match session.user().await? {
+            Some(user) => user,
+            None => User::find(&services.db, user_id)
+                .await?
+                .ok_or(ApiError::Unauthenticated)?,
+        };
+        let keep = session.stored_key();
+        accounts::change_password(
+            &services.db,
+            &services.passwords,
+            &services.throttle,
+            &user,
+            accounts::PasswordChange {
+                current: &input.current_password,
+                new: &input.new_password,
+            },
+            client,
+            keep.as_deref(),
+        )
+        .await?;
+        session.renew().await?;
         Ok(true)
     }
 

@@ -3,8 +3,10 @@
 use async_graphql::{Context, ID, Object};
 
 use super::error::ApiError;
+use super::guard::LoggedIn;
 use super::types::{
-    DEFAULT_PAGE_SIZE, PostConnection, PostObject, UserObject, page_complexity, post_page,
+    DEFAULT_PAGE_SIZE, PostConnection, PostObject, SessionObject, UserObject, page_complexity,
+    post_page,
 };
 use super::{services, session};
 use crate::accounts::User;
@@ -28,6 +30,19 @@ impl Query {
         Ok(User::find(&services(ctx).db, user_id)
             .await?
             .map(UserObject))
+    }
+
+    /// The caller's own live sessions, newest first.
+    #[graphql(guard = "LoggedIn")]
+    async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<SessionObject>, ApiError> {
+        let session = session(ctx);
+        let user_id = session.user_id().await?.ok_or(ApiError::Unauthenticated)?;
+        Ok(session
+            .list(user_id)
+            .await?
+            .into_iter()
+            .map(SessionObject)
+            .collect())
     }
 
     /// All posts, newest first.

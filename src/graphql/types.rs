@@ -12,6 +12,7 @@ use super::loaders::UserLoader;
 use super::services;
 use crate::accounts::{self, User};
 use crate::posts::{self, PageRequest, Post};
+use crate::sessions::SessionInfo;
 use crate::validate;
 
 /// What a user may do.
@@ -229,4 +230,49 @@ pub struct LoginInput {
 pub struct CreatePostInput {
     pub title: String,
     pub body: String,
+}
+
+/// One of the caller's live sessions (a device signed in).
+pub struct SessionObject(pub SessionInfo);
+
+#[Object(name = "Session")]
+impl SessionObject {
+    /// A handle for revoking; never the cookie value, and no way to recover it.
+    async fn id(&self) -> ID {
+        ID(self.0.handle.clone())
+    }
+
+    /// The session making this request.
+    async fn current(&self) -> bool {
+        self.0.current
+    }
+
+    /// When it signed in.
+    async fn created_at(&self) -> OffsetDateTime {
+        self.0.created_at
+    }
+
+    /// Lags the last use by at most a minute; never before `createdAt`.
+    async fn last_seen_at(&self) -> OffsetDateTime {
+        self.0.last_seen_at
+    }
+
+    /// As sent at sign-in, at most 256 characters.
+    async fn user_agent(&self) -> Option<&str> {
+        self.0.user_agent.as_deref()
+    }
+
+    /// The client address at sign-in (after trusted proxies).
+    async fn ip_address(&self) -> Option<&str> {
+        self.0.ip_address.as_deref()
+    }
+}
+
+/// `changePassword`'s input.
+#[derive(InputObject)]
+pub struct ChangePasswordInput {
+    #[graphql(secret)]
+    pub current_password: String,
+    #[graphql(secret)]
+    pub new_password: String,
 }

@@ -111,7 +111,7 @@ async fn run(state: AppState, peer: SocketAddr, request: Request, is_get: bool) 
         .remember
         .then(|| (operation.query.clone(), parsed.document.clone()));
     operation.set_parsed_query(parsed.document);
-    let session = std::sync::Arc::new(state.sessions.resolve(headers).await);
+    let session = std::sync::Arc::new(state.sessions.resolve(headers, client).await);
     let operation = operation.data(session.clone()).data(ClientAddr(client));
     let mut response = state.schema.execute(operation).await;
     if let Some((query, document)) = remember

@@ -24,6 +24,7 @@
 pub mod store;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,11 +48,54 @@ const AUTH_KEY: &str = "auth";
 const USER_KEY: &str = "user";
 
 /// Who signed in, and when; times are Unix milliseconds.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct SignedIn {
     user_id: i64,
     signed_in_at: i64,
     last_seen_at: i64,
+    /// The `User-Agent` sent at sign-in, at most [`MAX_USER_AGENT`] characters.
+    #[serde(default)]
+    user_agent: Option<String>,
+    /// The client's address at sign-in (after trusted proxies).
+    #[serde(default)]
+    ip_address: Option<String>,
+}
+
+/// Longest user agent kept with a session, in characters.
+const MAX_USER_AGENT: usize = 256;
+
+/// One of a user's live sessions, as the user may see it.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// A handle for revoking it: derived from the stored hash, so it neither
+    /// is nor leads back to the cookie's value.
+    pub handle: String,
+    /// Whether it is the session of the request asking.
+    pub current: bool,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: OffsetDateTime,
+    pub user_agent: Option<String>,
+    pub ip_address: Option<String>,
+}
+
+impl SessionInfo {
+    /// What a stored session shows of itself, if its data is ours.
+    pub(crate) fn from_stored(id_hash: &str, data: &str, current: Option<&str>) -> Option<Self> {
+        let data: HashMap<String, serde_json::Value> = serde_json::from_str(data).ok()?;
+        let auth = SignedIn::deserialize(data.get(AUTH_KEY)?).ok()?;
+        let at = |millis: i64| {
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).ok()
+        };
+        let created_at = at(auth.signed_in_at)?;
+        Some(Self {
+            handle: store::handle(id_hash),
+            current: current == Some(id_hash),
+            created_at,
+            last_seen_at: at(auth.last_seen_at)?.max(created_at),
+            user_agent: auth.user_agent,
+            ip_address: auth.ip_address,
+        })
+    }
 }
 
 /// The user a stored session belongs to: the store keeps it in an indexed
@@ -119,8 +163,12 @@ fn now_millis() -> i64 {
 
 /// The session store failed.
 #[derive(Debug, thiserror::Error)]
-#[error("session store: {0}")]
-pub struct SessionError(#[from] tower_sessions::session::Error);
+pub enum SessionError {
+    #[error("session store: {0}")]
+    Session(#[from] tower_sessions::session::Error),
+    #[error("session store: {0}")]
+    Store(#[from] crate::db::DbError),
+}
 
 /// Most `sid` cookies of one request considered.
 const MAX_SESSION_COOKIES: usize = 8;
@@ -146,7 +194,7 @@ impl Sessions {
 
     /// The request's session, from its `sid` cookie: loaded lazily when
     /// there is one; when there are several, the first whose session exists.
-    pub async fn resolve(&self, headers: &HeaderMap) -> AuthSession {
+    pub async fn resolve(&self, headers: &HeaderMap, client: IpAddr) -> AuthSession {
         let ids = session_ids(headers);
         let id = match ids.as_slice() {
             [] => None,
@@ -163,12 +211,19 @@ impl Sessions {
                 found.or(several.first().copied())
             }
         };
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .and_then(|value| value.to_str().ok())
+            .map(|agent| agent.chars().take(MAX_USER_AGENT).collect());
         AuthSession {
             session: Session::new(id, self.store.clone(), None),
+            store: self.store.clone(),
             policy: self.policy,
             secure: self.secure,
             user: Mutex::new(None),
             ended: AtomicBool::new(false),
+            user_agent,
+            client,
         }
     }
 }
@@ -204,7 +259,12 @@ fn session_ids(headers: &HeaderMap) -> Vec<Id> {
 /// One request's session, typed: sign in, who is signed in, sign out.
 pub struct AuthSession {
     session: Session,
+    store: Arc<SqlSessionStore>,
     policy: SessionPolicy,
+    /// The request's `User-Agent` (shortened) and client address, kept
+    /// with a session signed in by this request.
+    user_agent: Option<String>,
+    client: IpAddr,
     secure: bool,
     /// The user once looked up in this request (`Some(None)`: anonymous).
     user: Mutex<Option<Option<i64>>>,
@@ -253,8 +313,10 @@ impl AuthSession {
             user_id,
             signed_in_at: now,
             last_seen_at: now,
+            user_agent: self.user_agent.clone(),
+            ip_address: Some(self.client.to_string()),
         };
-        self.session.insert(AUTH_KEY, auth).await?;
+        self.session.insert(AUTH_KEY, &auth).await?;
         self.session.set_expiry(Some(self.policy.expiry(&auth)));
         self.ended.store(false, Ordering::Release);
         self.remember(Some(user_id));
@@ -310,12 +372,54 @@ impl AuthSession {
         if now - auth.last_seen_at >= millis(self.policy.touch_interval()) {
             let auth = SignedIn {
                 last_seen_at: now,
-                ..auth
+                ..auth.clone()
             };
-            self.session.insert(AUTH_KEY, auth).await?;
+            self.session.insert(AUTH_KEY, &auth).await?;
             self.session.set_expiry(Some(self.policy.expiry(&auth)));
         }
         Ok(Some(auth.user_id))
+    }
+
+    /// The store's key of this session, once it has one.
+    pub fn stored_key(&self) -> Option<String> {
+        self.session.id().map(|id| store::id_hash(&id))
+    }
+
+    /// The signed-in user's live sessions, newest first.
+    pub async fn list(&self, user_id: i64) -> Result<Vec<SessionInfo>, SessionError> {
+        let current = self.stored_key();
+        let mut sessions = self.store.list(user_id, current.as_deref()).await?;
+        sessions.sort_by_key(|session| std::cmp::Reverse(session.created_at));
+        Ok(sessions)
+    }
+
+    /// Ends `user_id`'s session with this handle; `false` when it has none.
+    pub async fn revoke(&self, user_id: i64, handle: &str) -> Result<bool, SessionError> {
+        let ended = self.store.revoke(user_id, handle).await?;
+        if ended
+            && self
+                .stored_key()
+                .is_some_and(|own| store::handle(&own) == handle)
+        {
+            self.ended.store(true, Ordering::Release);
+            self.remember(None);
+        }
+        Ok(ended)
+    }
+
+    /// Ends every other session of `user_id`; how many there were.
+    pub async fn end_others(&self, user_id: i64) -> Result<usize, SessionError> {
+        Ok(self
+            .store
+            .revoke_others(user_id, self.stored_key().as_deref())
+            .await?)
+    }
+
+    /// Gives the signed-in session a new ID (the old one is deleted now,
+    /// the new one written when the request finishes).
+    pub async fn renew(&self) -> Result<(), SessionError> {
+        self.session.cycle_id().await?;
+        Ok(())
     }
 
     fn remember(&self, user_id: Option<i64>) {

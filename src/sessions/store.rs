@@ -29,8 +29,18 @@ impl fmt::Debug for SqlSessionStore {
     }
 }
 
-fn id_hash(id: &Id) -> String {
+/// The key a session is stored under: the SHA-256 of its ID.
+pub(crate) fn id_hash(id: &Id) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(id.0.to_le_bytes()))
+}
+
+/// The handle a user sees for a session: a hash of its stored key, so that
+/// neither the cookie's value nor the stored key can be recovered from it.
+pub(crate) fn handle(id_hash: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(b"blogql session handle\0");
+    digest.update(id_hash.as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.finalize())
 }
 
 fn utc(at: OffsetDateTime) -> PrimitiveDateTime {
@@ -63,6 +73,63 @@ impl SqlSessionStore {
             .execute(conn)
             .await?),
         )
+    }
+
+    /// `user_id`'s live sessions; `current` is the asking session's key.
+    pub async fn list(
+        &self,
+        user_id: i64,
+        current: Option<&str>,
+    ) -> Result<Vec<super::SessionInfo>, DbError> {
+        let rows: Vec<(String, String)> = with_conn!(self.db, conn => sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::expires_at.gt(now()))
+            .select((sessions::id_hash, sessions::data))
+            .load(conn)
+            .await?);
+        Ok(rows
+            .iter()
+            .filter_map(|(id_hash, data)| super::SessionInfo::from_stored(id_hash, data, current))
+            .collect())
+    }
+
+    /// Deletes `user_id`'s session with this handle; `false` when the user
+    /// has no live session with it.
+    pub async fn revoke(&self, user_id: i64, handle: &str) -> Result<bool, DbError> {
+        let keys: Vec<String> = with_conn!(self.db, conn => sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::expires_at.gt(now()))
+            .select(sessions::id_hash)
+            .load(conn)
+            .await?);
+        let Some(key) = keys.into_iter().find(|key| self::handle(key) == handle) else {
+            return Ok(false);
+        };
+        let deleted = with_conn!(self.db, write conn => diesel::delete(sessions::table
+            .filter(sessions::id_hash.eq(&key))
+            .filter(sessions::user_id.eq(user_id)))
+            .execute(conn)
+            .await?);
+        Ok(deleted == 1)
+    }
+
+    /// Deletes every session of `user_id` but the one stored under `keep`;
+    /// how many live ones there were.
+    pub async fn revoke_others(&self, user_id: i64, keep: Option<&str>) -> Result<usize, DbError> {
+        let keep = keep.unwrap_or_default();
+        let live = with_conn!(self.db, write conn => diesel::delete(sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::id_hash.ne(keep))
+            .filter(sessions::expires_at.gt(now())))
+            .execute(conn)
+            .await?);
+        // The expired ones go too; they were no longer anyone's.
+        with_conn!(self.db, write conn => diesel::delete(sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::id_hash.ne(keep)))
+            .execute(conn)
+            .await?);
+        Ok(live)
     }
 
     /// Inserts unless the ID exists; `false` on a collision.

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod attacks;
+mod devices;
 mod helpers;
 mod http;
 mod limits;
