@@ -6,6 +6,7 @@ mod attacks;
 mod devices;
 mod helpers;
 mod http;
+mod instances;
 mod limits;
 mod posts;
 mod program;
