@@ -178,35 +178,22 @@ async fn throttling_counts_the_client_behind_a_trusted_proxy() {
     })
     .await;
     assert_no_errors(&app.register("alice").await);
-    let attempt = |forwarded_for: &'static str, password: &'static str| {
-        let request = app
-            .client
-            .post(app.graphql_url())
-            .header("x-forwarded-for", forwarded_for)
-            .json(&json!({
-                "query": "mutation($input: LoginInput!) { login(input: $input) { id } }",
-                "variables": { "input": { "username": "alice", "password": password } },
-            }));
-        async move {
-            request
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
     let mut limited = false;
     for _ in 0..11 {
-        if error_code(&attempt("203.0.113.7", "not the password").await) == "RATE_LIMITED" {
+        let body = app
+            .login_forwarded_for("203.0.113.7", "alice", "not the password")
+            .await;
+        if error_code(&body) == "RATE_LIMITED" {
             limited = true;
             break;
         }
     }
     assert!(limited, "the attacker's address was never limited");
     // The same username from another client address is not locked out.
-    assert_no_errors(&attempt("198.51.100.20", PASSWORD).await);
+    assert_no_errors(
+        &app.login_forwarded_for("198.51.100.20", "alice", PASSWORD)
+            .await,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,18 +204,7 @@ async fn a_write_waiting_for_the_sqlite_lock_does_not_stall_the_server() {
     };
     assert_no_errors(&app.register("alice").await);
     // Another process (a backup, the sqlite3 shell) holds the write lock.
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (locked, is_locked) = std::sync::mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        use diesel::Connection;
-        use diesel::connection::SimpleConnection;
-        let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
-        conn.batch_execute("BEGIN IMMEDIATE").unwrap();
-        locked.send(()).unwrap();
-        released.recv().unwrap();
-        conn.batch_execute("COMMIT").unwrap();
-    });
-    is_locked.recv().unwrap();
+    let lock = crate::helpers::SqliteWriteLock::hold(&path);
     // Failed logins must record their failure: writes that now wait.
     let logins: Vec<_> = (0..4)
         .map(|_| {
@@ -248,8 +224,7 @@ async fn a_write_waiting_for_the_sqlite_lock_does_not_stall_the_server() {
         .await
         .expect("the server answers while writes wait for the lock");
     assert!(health.status().is_success());
-    release.send(()).unwrap();
-    holder.join().unwrap();
+    drop(lock);
     for login in logins {
         let body = login.await.unwrap();
         assert_eq!(error_code(&body), "INVALID_CREDENTIALS", "{body}");
@@ -266,23 +241,7 @@ async fn a_write_waiting_for_the_sqlite_lock_does_not_stall_the_server() {
 async fn a_burst_of_concurrent_guesses_counts_like_a_sequence() {
     let app = TestApp::spawn().await;
     assert_no_errors(&app.register("alice").await);
-    let guesses: Vec<_> = (0..40)
-        .map(|_| {
-            let request = app.client.post(app.graphql_url()).json(&json!({
-                "query": "mutation { login(input: {username: \"alice\", password: \"not the password\"}) { id } }",
-            }));
-            tokio::spawn(async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() })
-        })
-        .collect();
-    let mut checked = 0;
-    for guess in guesses {
-        let body = guess.await.unwrap();
-        match error_code(&body) {
-            "INVALID_CREDENTIALS" => checked += 1,
-            "RATE_LIMITED" => {}
-            other => panic!("unexpected {other}: {body}"),
-        }
-    }
+    let checked = crate::helpers::concurrent_guesses(&[&app], 40).await;
     // Five failures lock the username for a second; at most one more guess
     // is checked if the burst outlasts that second.
     assert!(

@@ -9,7 +9,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{PASSWORD, Process, TestApp, TestDatabase, assert_no_errors, error_code};
+use crate::helpers::{
+    HONEST_PAGE, PASSWORD, Process, TestApp, TestDatabase, assert_no_errors, error_code,
+    raw_exchange,
+};
 
 /// Memory the server may use under attack: it idles at about 60 MiB.
 const MEMORY_LIMIT: &str = "--data=1073741824";
@@ -198,15 +201,7 @@ async fn sixteen_aliased_pages_of_bodies_are_refused_and_one_is_not() {
     let body = app.graphql(&format!("{{ {two} }}"), json!({})).await;
     assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
     // An honest page of 100 with every field, bodies of 50,000 characters.
-    let body = app
-        .graphql(
-            "{ posts(first: 100) {
-                edges { cursor node { id title body createdAt author { id username role createdAt } } }
-                pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
-            } }",
-            json!({}),
-        )
-        .await;
+    let body = app.graphql(HONEST_PAGE, json!({})).await;
     assert_no_errors(&body);
     assert_eq!(body["data"]["posts"]["edges"][0]["node"]["body"], long);
 }
@@ -392,21 +387,9 @@ async fn readiness_notices_a_database_that_refuses_writes() {
     match app.database.url.clone() {
         blogql::db::DatabaseUrl::Sqlite(path) => {
             // Another process holds the write lock.
-            let (release, released) = std::sync::mpsc::channel::<()>();
-            let (locked, is_locked) = std::sync::mpsc::channel::<()>();
-            let holder = std::thread::spawn(move || {
-                use diesel::Connection;
-                use diesel::connection::SimpleConnection;
-                let mut conn = diesel::SqliteConnection::establish(&path).unwrap();
-                conn.batch_execute("BEGIN IMMEDIATE").unwrap();
-                locked.send(()).unwrap();
-                released.recv().unwrap();
-                conn.batch_execute("COMMIT").unwrap();
-            });
-            is_locked.recv().unwrap();
+            let lock = crate::helpers::SqliteWriteLock::hold(&path);
             assert_eq!(ready(&app).await, StatusCode::SERVICE_UNAVAILABLE);
-            release.send(()).unwrap();
-            holder.join().unwrap();
+            drop(lock);
         }
         blogql::db::DatabaseUrl::Postgres(url) => {
             // From a connection of its own: the pool's are all ended, so
@@ -492,53 +475,29 @@ async fn nothing_secret_is_logged_even_at_trace() {
 async fn a_body_over_the_limit_is_413_in_the_graphql_shape_however_it_is_sent() {
     let app = TestApp::spawn().await;
     // Chunked: no Content-Length to refuse it by.
-    let mut stream = TcpStream::connect(app.address).await.unwrap();
-    let head = format!(
+    let mut chunked = format!(
         "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
         app.address
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
     for _ in 0..48 {
-        // The server may stop reading once it has refused.
-        if stream.write_all(chunk.as_bytes()).await.is_err() {
-            break;
-        }
+        chunked.push_str(&format!("10000\r\n{}\r\n", " ".repeat(0x10000)));
     }
-    let mut answer = vec![0u8; 8192];
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
-        .await
-        .expect("answered")
-        .unwrap();
-    let chunked = String::from_utf8_lossy(&answer[..read]).into_owned();
-    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
-    assert!(chunked.contains("\"BAD_REQUEST\""), "{chunked}");
-    assert!(
-        chunked
-            .to_ascii_lowercase()
-            .contains("cache-control: no-store"),
-        "{chunked}"
-    );
     // Declared: refused on its Content-Length, before it is read.
-    let mut stream = TcpStream::connect(app.address).await.unwrap();
-    let head = format!(
+    let declared = format!(
         "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\n\r\n",
         app.address
     );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
-        .await
-        .expect("answered")
-        .unwrap();
-    let declared = String::from_utf8_lossy(&answer[..read]).into_owned();
-    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
-    assert!(declared.contains("\"BAD_REQUEST\""), "{declared}");
-    assert!(
-        declared
-            .to_ascii_lowercase()
-            .contains("cache-control: no-store"),
-        "{declared}"
-    );
+    for request in [chunked, declared] {
+        let answer = raw_exchange(app.address, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("\"BAD_REQUEST\""), "{answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("cache-control: no-store"),
+            "{answer}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -680,26 +639,22 @@ async fn forwarded_addresses_with_ports_are_throttled_as_their_address() {
     })
     .await;
     assert_no_errors(&app.register("alice").await);
-    let attempt = |forwarded_for: &'static str, password: &'static str| {
-        let request = app
-            .client
-            .post(app.graphql_url())
-            .header("x-forwarded-for", forwarded_for)
-            .json(&json!({
-                "query": "mutation($input: LoginInput!) { login(input: $input) { id } }",
-                "variables": { "input": { "username": "alice", "password": password } },
-            }));
-        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
-    };
     for _ in 0..5 {
-        let body = attempt("[2001:db8::1]:443", "not the password").await;
+        let body = app
+            .login_forwarded_for("[2001:db8::1]:443", "alice", "not the password")
+            .await;
         assert_eq!(error_code(&body), "INVALID_CREDENTIALS", "{body}");
     }
     // The same address from another port is the same client: locked.
-    let body = attempt("[2001:db8::1]:8443", PASSWORD).await;
+    let body = app
+        .login_forwarded_for("[2001:db8::1]:8443", "alice", PASSWORD)
+        .await;
     assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
     // Everyone else behind the proxy is not.
-    assert_no_errors(&attempt("203.0.113.9:5555", PASSWORD).await);
+    assert_no_errors(
+        &app.login_forwarded_for("203.0.113.9:5555", "alice", PASSWORD)
+            .await,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

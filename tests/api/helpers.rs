@@ -611,3 +611,118 @@ impl TestApp {
         matches!(self.database.url, DatabaseUrl::Postgres(_))
     }
 }
+
+/// A page of 100 posts with every field: what an honest client may ask for.
+pub const HONEST_PAGE: &str = "{ posts(first: 100) {
+    edges { cursor node { id title body createdAt author { id username role createdAt } } }
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+} }";
+
+impl TestApp {
+    /// Logs in from the default browser as if through a proxy that says
+    /// the client is `forwarded_for`; the response body.
+    pub async fn login_forwarded_for(
+        &self,
+        forwarded_for: &str,
+        username: &str,
+        password: &str,
+    ) -> Value {
+        self.client
+            .post(self.graphql_url())
+            .header("x-forwarded-for", forwarded_for)
+            .json(&json!({
+                "query": "mutation($input: LoginInput!) { login(input: $input) { id } }",
+                "variables": { "input": { "username": username, "password": password } },
+            }))
+            .send()
+            .await
+            .expect("the server answers")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+}
+
+/// Sends `count` wrong guesses of alice's password at once, spread over
+/// `apps` in turn; how many were checked (not refused as rate limited).
+pub async fn concurrent_guesses(apps: &[&TestApp], count: usize) -> usize {
+    let guesses: Vec<_> = (0..count)
+        .map(|n| {
+            let app = apps[n % apps.len()];
+            let request = app.client.post(app.graphql_url()).json(&json!({
+                "query": "mutation { login(input: {username: \"alice\", password: \"not the password\"}) { id } }",
+            }));
+            tokio::spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() })
+        })
+        .collect();
+    let mut checked = 0;
+    for guess in guesses {
+        let body = guess.await.expect("the guess ran");
+        match error_code(&body) {
+            "INVALID_CREDENTIALS" => checked += 1,
+            "RATE_LIMITED" => {}
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    checked
+}
+
+/// Writes `request` on a new connection to `address` and reads the first
+/// answer (up to 8 KiB) as text; the server may stop reading early.
+pub async fn raw_exchange(address: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    for part in request.chunks(64 * 1024) {
+        if stream.write_all(part).await.is_err() {
+            break;
+        }
+    }
+    let mut answer = vec![0u8; 8192];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("answered within 10 s")
+        .expect("a readable answer");
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
+/// Another process's hold on a SQLite database's write lock (a backup, the
+/// `sqlite3` shell): taken when made, released when dropped.
+pub struct SqliteWriteLock {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    holder: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SqliteWriteLock {
+    /// Takes the write lock of the database file at `path`.
+    pub fn hold(path: &str) -> Self {
+        let path = path.to_owned();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (locked, is_locked) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            use diesel::Connection;
+            use diesel::connection::SimpleConnection;
+            let mut conn = diesel::SqliteConnection::establish(&path).expect("open the file");
+            conn.batch_execute("BEGIN IMMEDIATE")
+                .expect("take the lock");
+            let _ = locked.send(());
+            let _ = released.recv();
+            let _ = conn.batch_execute("COMMIT");
+        });
+        is_locked.recv().expect("the lock is held");
+        Self {
+            release: Some(release),
+            holder: Some(holder),
+        }
+    }
+}
+
+impl Drop for SqliteWriteLock {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(holder) = self.holder.take() {
+            let _ = holder.join();
+        }
+    }
+}

@@ -101,24 +101,7 @@ async fn failures_through_either_instance_count_against_the_same_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_spread_over_two_instances_gets_no_more_guesses_than_one() {
     let (a, b) = two_instances().await;
-    let guesses: Vec<_> = (0..40)
-        .map(|n| {
-            let app = if n % 2 == 0 { &a } else { &b };
-            let request = app.client.post(app.graphql_url()).json(&json!({
-                "query": "mutation { login(input: {username: \"alice\", password: \"not the password\"}) { id } }",
-            }));
-            tokio::spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() })
-        })
-        .collect();
-    let mut checked = 0;
-    for guess in guesses {
-        let body = guess.await.unwrap();
-        match error_code(&body) {
-            "INVALID_CREDENTIALS" => checked += 1,
-            "RATE_LIMITED" => {}
-            other => panic!("unexpected {other}: {body}"),
-        }
-    }
+    let checked = crate::helpers::concurrent_guesses(&[&a, &b], 40).await;
     assert!(
         checked <= 6,
         "{checked} of 40 guesses over two instances were checked"

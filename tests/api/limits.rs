@@ -18,15 +18,7 @@ async fn an_honest_page_of_100_posts_with_every_field_is_accepted() {
     let app = TestApp::spawn().await;
     assert_no_errors(&app.register("alice").await);
     assert_no_errors(&app.create_post("t", "b").await);
-    let body = app
-        .graphql(
-            "{ posts(first: 100) {
-                edges { cursor node { id title body createdAt author { id username role createdAt } } }
-                pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
-            } }",
-            json!({}),
-        )
-        .await;
+    let body = app.graphql(crate::helpers::HONEST_PAGE, json!({})).await;
     assert_no_errors(&body);
 }
 
