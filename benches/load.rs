@@ -494,10 +494,10 @@ async fn run_db(
         _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
     };
 
-    if let Some(fresh) = pg_cleanup {
-        if let Err(e) = fresh.drop_database().await {
-            eprintln!("warning: {e}");
-        }
+    if let Some(fresh) = pg_cleanup
+        && let Err(e) = fresh.drop_database().await
+    {
+        eprintln!("warning: {e}");
     }
     outcome
 }
@@ -1022,7 +1022,7 @@ async fn seed(client: &reqwest::Client, url: &str) -> BenchResult<Seed> {
                 });
                 graphql(&client, &url, Some(&users[user]), &body).await?;
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if n % 250 == 0 {
+                if n.is_multiple_of(250) {
                     println!("seeded {n}/{total} posts");
                 }
                 Ok(())

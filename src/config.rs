@@ -61,9 +61,17 @@ pub struct Settings {
         global = true
     )]
     pub database_url: String,
-    /// Redis for sessions when instances scale out (not supported yet).
+    /// Redis for sessions when instances scale out (`redis://HOST:PORT/DB`).
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
+    /// What every Redis key starts with (inside `{…}`), to share one Redis.
+    #[arg(
+        long,
+        env = "BLOGQL_REDIS_KEY_PREFIX",
+        default_value = "bq",
+        global = true
+    )]
+    pub redis_key_prefix: String,
     /// The URL browsers use; `https://` turns on the cookie's `Secure` flag.
     #[arg(
         long,
@@ -157,6 +165,8 @@ pub struct Settings {
 pub struct Config {
     pub bind: SocketAddr,
     pub database_url: DatabaseUrl,
+    /// Sessions in Redis instead of the database.
+    pub redis: Option<RedisConfig>,
     pub cookie_secure: bool,
     pub cors_origins: Vec<HeaderValue>,
     pub session_idle_timeout: Duration,
@@ -165,6 +175,24 @@ pub struct Config {
     pub introspection: bool,
     pub connections: ConnectionLimits,
     pub request_timeout: Duration,
+}
+
+/// Where Redis is, and the prefix of our keys.
+#[derive(Clone)]
+pub struct RedisConfig {
+    pub url: String,
+    pub key_prefix: String,
+}
+
+/// Never prints a Redis password.
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RedisConfig {{ url: redis://…, key_prefix: {:?} }}",
+            self.key_prefix
+        )
+    }
 }
 
 /// A setting that cannot be used; its `Display` is the one line printed.
@@ -185,12 +213,32 @@ fn bad(name: &'static str, reason: impl Into<String>) -> SettingError {
 impl Settings {
     /// Checks every setting, naming the first bad one.
     pub fn validate(&self) -> Result<Config, SettingError> {
-        if self.redis_url.is_some() {
+        let key_prefix = self.redis_key_prefix.trim();
+        if !(1..=32).contains(&key_prefix.len())
+            || !key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
             return Err(bad(
-                "REDIS_URL",
-                "the Redis session store is not available in this version; unset it to keep sessions in the database",
+                "BLOGQL_REDIS_KEY_PREFIX",
+                "expected 1 to 32 characters of A-Z, a-z, 0-9, _, - and .",
             ));
         }
+        let redis = match self.redis_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                Some(RedisConfig {
+                    url: url.to_owned(),
+                    key_prefix: key_prefix.to_owned(),
+                })
+            }
+            Some(_) => {
+                return Err(bad(
+                    "REDIS_URL",
+                    "expected redis://HOST:PORT (or rediss:// for TLS)",
+                ));
+            }
+        };
         let bind = self.bind.parse().map_err(|_| {
             bad(
                 "BLOGQL_BIND",
@@ -277,6 +325,7 @@ impl Settings {
         Ok(Config {
             bind,
             database_url,
+            redis,
             cookie_secure,
             cors_origins,
             session_idle_timeout,

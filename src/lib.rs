@@ -17,7 +17,8 @@ pub mod graphql;
 pub mod http;
 /// Posts and cursor pagination.
 pub mod posts;
-/// The typed session, read from and written to its cookie; our session store.
+/// The typed session, read from and written to its cookie; the session
+/// stores (SQL or Redis), listing and revocation.
 pub mod sessions;
 /// The contract's input rules.
 pub mod validate;
@@ -36,7 +37,8 @@ use db::{ConnectError, Db};
 use http::AppState;
 use http::client_ip::TrustedProxies;
 use http::server::ConnectionLimits;
-use sessions::store::SqlSessionStore;
+use sessions::redis::RedisSessionStore;
+use sessions::store::{SqlSessionStore, Store};
 use sessions::{SessionPolicy, Sessions};
 
 /// Why the server could not start.
@@ -46,6 +48,8 @@ pub enum StartError {
     Database(#[from] ConnectError),
     #[error(transparent)]
     Hash(#[from] HashError),
+    #[error("REDIS_URL: cannot connect: {0}")]
+    Redis(String),
 }
 
 /// A built server, ready to serve.
@@ -53,7 +57,7 @@ pub struct App {
     /// The database, for tests that look behind the API.
     pub db: Db,
     router: Router,
-    store: SqlSessionStore,
+    store: Store,
     throttle: Throttle,
     housekeeping_every: Duration,
     connections: ConnectionLimits,
@@ -65,7 +69,14 @@ impl App {
         let db = Db::connect(&config.database_url).await?;
         db.migrate().await?;
         let passwords = Arc::new(Passwords::new().await?);
-        let store = SqlSessionStore::new(db.clone());
+        let store = match &config.redis {
+            Some(redis) => Store::Redis(
+                RedisSessionStore::connect(&redis.url, &redis.key_prefix)
+                    .await
+                    .map_err(StartError::Redis)?,
+            ),
+            None => Store::Sql(SqlSessionStore::new(db.clone())),
+        };
         let throttle = Throttle::new(db.clone());
         let policy = SessionPolicy {
             idle_timeout: config.session_idle_timeout,
@@ -113,7 +124,7 @@ impl App {
 }
 
 /// Deletes expired sessions and forgotten login failures, now and then.
-async fn housekeeping(store: SqlSessionStore, throttle: Throttle, every: Duration) {
+async fn housekeeping(store: Store, throttle: Throttle, every: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

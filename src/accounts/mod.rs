@@ -207,19 +207,20 @@ pub struct PasswordChange<'a> {
     pub new: &'a str,
 }
 
-/// Changes `user`'s password: the new one must follow the rules, the current
-/// one is checked like a login (and throttled like one, from `client`). The
-/// new hash and the end of every other session of the user (all but the one
-/// stored under `keep_session`) commit together; how many sessions were ended.
-pub async fn change_password(
+/// A new password's hash, once the change was allowed.
+pub struct NewPassword(String);
+
+/// Allows a change of `user`'s password: the new one must follow the rules,
+/// the current one is checked like a login (and throttled like one, from
+/// `client`). The new password's hash, for [`set_password`].
+pub async fn check_password_change(
     db: &Db,
     passwords: &Passwords,
     throttle: &Throttle,
     user: &User,
     change: PasswordChange<'_>,
     client: IpAddr,
-    keep_session: Option<&str>,
-) -> Result<usize, AccountError> {
+) -> Result<NewPassword, AccountError> {
     let PasswordChange { current, new } = change;
     validate::password(new).map_err(|invalid| Invalid {
         field: "newPassword",
@@ -236,12 +237,23 @@ pub async fn change_password(
         return Err(AccountError::InvalidCredentials);
     }
     throttle.succeeded(attempt).await?;
-    let new_hash = passwords.hash(new).await?;
+    Ok(NewPassword(passwords.hash(new).await?))
+}
+
+/// Stores `user_id`'s new password; in the same transaction, deletes every
+/// other session of the user kept in the database (all but the one stored
+/// under `keep_session`). How many sessions were deleted.
+pub async fn set_password(
+    db: &Db,
+    user_id: i64,
+    password: NewPassword,
+    keep_session: Option<&str>,
+) -> Result<usize, AccountError> {
+    let NewPassword(hash) = password;
     let keep = keep_session.unwrap_or_default().to_owned();
-    let user_id = user.id;
     let ended = with_tx!(db, conn => {
         diesel::update(users::table.find(user_id))
-            .set(users::password_hash.eq(&new_hash))
+            .set(users::password_hash.eq(&hash))
             .execute(conn)
             .await?;
         let ended = diesel::delete(sessions::table

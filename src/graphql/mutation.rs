@@ -40,7 +40,7 @@ impl Mutation {
             client,
         )
         .await?;
-        session(ctx).sign_in(user.id).await?;
+        session(ctx).sign_in(&user).await?;
         Ok(UserObject(user))
     }
 
@@ -58,7 +58,7 @@ impl Mutation {
             client,
         )
         .await?;
-        session(ctx).sign_in(user.id).await?;
+        session(ctx).sign_in(&user).await?;
         Ok(UserObject(user))
     }
 
@@ -108,8 +108,7 @@ impl Mutation {
                 .await?
                 .ok_or(ApiError::Unauthenticated)?,
         };
-        let keep = session.stored_key();
-        accounts::change_password(
+        let new_password = accounts::check_password_change(
             &services.db,
             &services.passwords,
             &services.throttle,
@@ -119,9 +118,16 @@ impl Mutation {
                 new: &input.new_password,
             },
             client,
-            keep.as_deref(),
         )
         .await?;
+        // A session store apart from the database (Redis) is outside its
+        // transaction: the other sessions end first (a failure then changes
+        // nothing), and again once the new hash is in (for a sign-in with
+        // the old password in between).
+        session.end_others(user_id).await?;
+        let keep = session.stored_key();
+        accounts::set_password(&services.db, user_id, new_password, keep.as_deref()).await?;
+        session.end_others(user_id).await?;
         session.renew().await?;
         Ok(true)
     }

@@ -84,9 +84,16 @@ pub fn router(state: AppState, cors_origins: Vec<HeaderValue>) -> Router {
     )
 }
 
-/// Readiness: the database (which also holds the sessions) accepts writes,
-/// within [`READINESS_TIMEOUT`].
+/// Readiness: the session store answers and the database accepts writes,
+/// each within [`READINESS_TIMEOUT`].
 async fn readyz(State(state): State<AppState>) -> Response {
+    let store = tokio::time::timeout(READINESS_TIMEOUT, state.sessions.ping()).await;
+    if !matches!(store, Ok(Ok(()))) {
+        if let Ok(Err(err)) = store {
+            tracing::warn!(error = %err, "not ready: the session store");
+        }
+        return unready("session store (Redis) unavailable");
+    }
     let checked = tokio::time::timeout(READINESS_TIMEOUT, state.db.check_writable()).await;
     let reason = match checked {
         Ok(Ok(())) => return (StatusCode::OK, "ready").into_response(),
@@ -99,6 +106,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "database did not answer in time"
         }
     };
+    unready(reason)
+}
+
+fn unready(reason: &'static str) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],

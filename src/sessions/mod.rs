@@ -21,6 +21,7 @@
 //!   of its idle timeout never expires from idleness;
 //! - absolute: counted from sign-in, never extended.
 
+pub mod redis;
 pub mod store;
 
 use std::collections::HashMap;
@@ -37,14 +38,15 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::{Expiry, Session, SessionStore};
 
 use crate::accounts::User;
-use store::SqlSessionStore;
+use store::Store;
 
 /// The cookie's name, as the contract says.
 pub const COOKIE_NAME: &str = "sid";
 /// The one key a session stores.
 const AUTH_KEY: &str = "auth";
-/// Where the store puts the session's user, read from `users` with the
-/// session in one query; never stored (see [`stored_data`]).
+/// The session's user: a snapshot kept with the session in Redis; in SQL
+/// read from `users` with the session in one query and never stored (see
+/// [`stored_data`]).
 const USER_KEY: &str = "user";
 
 /// Who signed in, and when; times are Unix milliseconds.
@@ -67,6 +69,8 @@ const MAX_USER_AGENT: usize = 256;
 /// One of a user's live sessions, as the user may see it.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
+    /// Where the store keeps it (the SHA-256 of its ID); never shown.
+    pub(crate) stored_key: String,
     /// A handle for revoking it: derived from the stored hash, so it neither
     /// is nor leads back to the cookie's value.
     pub handle: String,
@@ -88,6 +92,7 @@ impl SessionInfo {
         };
         let created_at = at(auth.signed_in_at)?;
         Some(Self {
+            stored_key: id_hash.to_owned(),
             handle: store::handle(id_hash),
             current: current == Some(id_hash),
             created_at,
@@ -168,6 +173,8 @@ pub enum SessionError {
     Session(#[from] tower_sessions::session::Error),
     #[error("session store: {0}")]
     Store(#[from] crate::db::DbError),
+    #[error("session store: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 /// Most `sid` cookies of one request considered.
@@ -176,7 +183,7 @@ const MAX_SESSION_COOKIES: usize = 8;
 /// Where sessions live and how their cookie is set.
 #[derive(Clone)]
 pub struct Sessions {
-    store: Arc<SqlSessionStore>,
+    store: Arc<Store>,
     policy: SessionPolicy,
     /// The cookie's `Secure` flag.
     secure: bool,
@@ -184,12 +191,17 @@ pub struct Sessions {
 
 impl Sessions {
     /// Sessions in `store`, under `policy`.
-    pub fn new(store: SqlSessionStore, policy: SessionPolicy, secure: bool) -> Self {
+    pub fn new(store: Store, policy: SessionPolicy, secure: bool) -> Self {
         Self {
             store: Arc::new(store),
             policy,
             secure,
         }
+    }
+
+    /// Answers when the session store does.
+    pub async fn ping(&self) -> Result<(), SessionError> {
+        self.store.ping().await
     }
 
     /// The request's session, from its `sid` cookie: loaded lazily when
@@ -259,7 +271,7 @@ fn session_ids(headers: &HeaderMap) -> Vec<Id> {
 /// One request's session, typed: sign in, who is signed in, sign out.
 pub struct AuthSession {
     session: Session,
-    store: Arc<SqlSessionStore>,
+    store: Arc<Store>,
     policy: SessionPolicy,
     /// The request's `User-Agent` (shortened) and client address, kept
     /// with a session signed in by this request.
@@ -300,9 +312,12 @@ impl AuthSession {
         Ok(HeaderValue::from_str(&cookie.to_string()).ok())
     }
 
-    /// Signs `user_id` in under a new session ID: the pre-login session, if
-    /// any, is destroyed (no session fixation).
-    pub async fn sign_in(&self, user_id: i64) -> Result<(), SessionError> {
+    /// Signs `user` in under a new session ID: the pre-login session, if
+    /// any, is destroyed (no session fixation). The session keeps a snapshot
+    /// of the user (a role change ends sessions; usernames never change), so
+    /// a signed-in request on Redis needs no SQL.
+    pub async fn sign_in(&self, user: &User) -> Result<(), SessionError> {
+        let user_id = user.id;
         if self.session.id().is_some() {
             self.session.cycle_id().await?;
             // The previous user's, if the browser was signed in already.
@@ -317,6 +332,7 @@ impl AuthSession {
             ip_address: Some(self.client.to_string()),
         };
         self.session.insert(AUTH_KEY, &auth).await?;
+        self.session.insert(USER_KEY, user).await?;
         self.session.set_expiry(Some(self.policy.expiry(&auth)));
         self.ended.store(false, Ordering::Release);
         self.remember(Some(user_id));
@@ -409,10 +425,9 @@ impl AuthSession {
 
     /// Ends every other session of `user_id`; how many there were.
     pub async fn end_others(&self, user_id: i64) -> Result<usize, SessionError> {
-        Ok(self
-            .store
+        self.store
             .revoke_others(user_id, self.stored_key().as_deref())
-            .await?)
+            .await
     }
 
     /// Gives the signed-in session a new ID (the old one is deleted now,

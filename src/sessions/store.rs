@@ -213,3 +213,101 @@ impl SessionStore for SqlSessionStore {
         Ok(())
     }
 }
+
+/// Where sessions live: the SQL database, or Redis when `REDIS_URL` is set.
+/// The same rules hold on both.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sql(SqlSessionStore),
+    Redis(super::redis::RedisSessionStore),
+}
+
+impl Store {
+    /// `user_id`'s live sessions; `current` is the asking session's key.
+    pub async fn list(
+        &self,
+        user_id: i64,
+        current: Option<&str>,
+    ) -> Result<Vec<super::SessionInfo>, super::SessionError> {
+        Ok(match self {
+            Self::Sql(store) => store.list(user_id, current).await?,
+            Self::Redis(store) => store.list(user_id, current).await?,
+        })
+    }
+
+    /// Ends `user_id`'s session with this handle; `false` if it has none.
+    pub async fn revoke(&self, user_id: i64, handle: &str) -> Result<bool, super::SessionError> {
+        Ok(match self {
+            Self::Sql(store) => store.revoke(user_id, handle).await?,
+            Self::Redis(store) => store.revoke(user_id, handle).await?,
+        })
+    }
+
+    /// Ends every session of `user_id` but the one stored under `keep`.
+    pub async fn revoke_others(
+        &self,
+        user_id: i64,
+        keep: Option<&str>,
+    ) -> Result<usize, super::SessionError> {
+        Ok(match self {
+            Self::Sql(store) => store.revoke_others(user_id, keep).await?,
+            Self::Redis(store) => store.revoke_others(user_id, keep).await?,
+        })
+    }
+
+    /// Deletes expired sessions (Redis expires its keys itself).
+    pub async fn delete_expired(&self) -> Result<usize, super::SessionError> {
+        Ok(match self {
+            Self::Sql(store) => store.delete_expired().await?,
+            Self::Redis(_) => 0,
+        })
+    }
+
+    /// Answers when a separate session store does (the SQL one is the
+    /// database, probed by itself).
+    pub async fn ping(&self) -> Result<(), super::SessionError> {
+        match self {
+            Self::Sql(_) => Ok(()),
+            Self::Redis(store) => Ok(store.ping().await?),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStore for Store {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        match self {
+            Self::Sql(store) => store.create(record).await,
+            Self::Redis(store) => {
+                while !store.create(record).await? {
+                    record.id = Id::default();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        match self {
+            Self::Sql(store) => store.save(record).await,
+            Self::Redis(store) => Ok(store.save(record).await?),
+        }
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        match self {
+            Self::Sql(store) => SessionStore::load(store, id).await,
+            Self::Redis(store) => store.load(id).await,
+        }
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        match self {
+            Self::Sql(store) => store.delete(id).await,
+            Self::Redis(store) => {
+                store.delete_hash(&id_hash(id), None).await?;
+                Ok(())
+            }
+        }
+    }
+}

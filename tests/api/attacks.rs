@@ -256,6 +256,9 @@ async fn registrations_from_one_address_are_rate_limited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_session_write_is_a_graphql_error_not_an_empty_500() {
     let app = TestApp::spawn().await;
+    if app.on_redis() {
+        return; // Redis failing: redis_down.rs.
+    }
     assert_no_errors(&app.register("alice").await);
     app.refuse_writes("sessions").await;
     let answers = [
@@ -281,6 +284,9 @@ async fn a_failed_idle_extension_is_a_graphql_error() {
         config.session_idle_timeout = Duration::from_secs(10);
     })
     .await;
+    if app.on_redis() {
+        return; // Redis failing: redis_down.rs.
+    }
     assert_no_errors(&app.register("alice").await);
     app.refuse_writes("sessions").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -326,7 +332,7 @@ async fn logins_are_refused_while_failures_cannot_be_recorded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_sessions_table_fails_fast_and_reads_keep_working() {
     let app = TestApp::spawn().await;
-    if !app.on_postgres() {
+    if !app.on_postgres() || app.on_redis() {
         return; // SQLite's writer waits on its busy timeout, tested elsewhere.
     }
     assert_no_errors(&app.register("alice").await);

@@ -73,7 +73,7 @@ async fn sessions_lists_each_device_newest_first_with_what_it_sent() {
     }
     // The handle is not the cookie, nor the stored key.
     let cookie = crate::helpers::session_cookie(&phone_jar, app.address).unwrap();
-    let stored = app.sql_strings("SELECT id_hash AS s FROM sessions").await;
+    let stored = app.stored_session_keys().await;
     for session in &listed {
         let handle = session["id"].as_str().unwrap();
         assert_ne!(handle, cookie);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use blogql::config::Config;
+use blogql::config::{Config, RedisConfig};
 use blogql::db::{DatabaseUrl, Db, Pools};
 use blogql::http::server::ConnectionLimits;
 use diesel::QueryableByName;
@@ -29,6 +29,9 @@ pub const PASSWORD: &str = "correct horse battery";
 /// A database for one test (or for several servers in one test).
 pub struct TestDatabase {
     pub url: DatabaseUrl,
+    /// Sessions in Redis (`BLOGQL_TEST_REDIS_URL`), under a key prefix of
+    /// this database's own.
+    pub redis: Option<RedisConfig>,
     /// For PostgreSQL: the server URL and the database name to drop.
     postgres: Option<(String, String)>,
     _dir: Option<tempfile::TempDir>,
@@ -38,6 +41,18 @@ impl TestDatabase {
     /// A new, empty database.
     pub async fn new() -> Arc<Self> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
+        let redis = std::env::var("BLOGQL_TEST_REDIS_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+            .map(|url| RedisConfig {
+                url,
+                key_prefix: format!(
+                    "bqtest-{}-{}-{:08x}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::Relaxed),
+                    rand::random::<u32>()
+                ),
+            });
         match std::env::var("BLOGQL_TEST_DATABASE_URL") {
             Ok(server) if !server.is_empty() => {
                 let name = format!(
@@ -56,6 +71,7 @@ impl TestDatabase {
                 let url = format!("{base}/{name}");
                 Arc::new(Self {
                     url: url.parse().expect("a postgres URL"),
+                    redis,
                     postgres: Some((server, name)),
                     _dir: None,
                 })
@@ -65,6 +81,7 @@ impl TestDatabase {
                 let path = dir.path().join("blogql.db");
                 Arc::new(Self {
                     url: DatabaseUrl::Sqlite(path.display().to_string()),
+                    redis,
                     postgres: None,
                     _dir: Some(dir),
                 })
@@ -75,6 +92,21 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if let Some(redis) = self.redis.take() {
+            // Every key has a TTL; this only tidies up sooner.
+            if let Ok(mut conn) =
+                redis::Client::open(redis.url.as_str()).and_then(|client| client.get_connection())
+            {
+                let pattern = format!("{{{}}}:*", redis.key_prefix);
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut conn);
+                }
+            }
+        }
         let Some((server, name)) = self.postgres.take() else {
             return;
         };
@@ -101,6 +133,7 @@ pub fn test_config(database: &TestDatabase) -> Config {
     Config {
         bind: "127.0.0.1:0".parse().expect("an address"),
         database_url: database.url.clone(),
+        redis: database.redis.clone(),
         cookie_secure: false,
         cors_origins: Vec::new(),
         session_idle_timeout: Duration::from_secs(7 * 24 * 3600),
@@ -444,6 +477,11 @@ impl Process {
             .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
+        if let Some(redis) = &database.redis {
+            command
+                .env("REDIS_URL", &redis.url)
+                .env("BLOGQL_REDIS_KEY_PREFIX", &redis.key_prefix);
+        }
         for (name, value) in env {
             command.env(name, value);
         }
@@ -724,5 +762,56 @@ impl Drop for SqliteWriteLock {
         if let Some(holder) = self.holder.take() {
             let _ = holder.join();
         }
+    }
+}
+
+impl TestApp {
+    /// Whether sessions live in Redis.
+    pub fn on_redis(&self) -> bool {
+        self.database.redis.is_some()
+    }
+
+    /// The keys sessions are stored under (SHA-256 of their IDs), wherever
+    /// they live.
+    pub async fn stored_session_keys(&self) -> Vec<String> {
+        match &self.database.redis {
+            None => self.sql_strings("SELECT id_hash AS s FROM sessions").await,
+            Some(redis) => {
+                let prefix = format!("{{{}}}:s:", redis.key_prefix);
+                let keys: Vec<String> =
+                    self.redis(|conn| redis::cmd("KEYS").arg(format!("{prefix}*")).query(conn));
+                keys.into_iter()
+                    .filter_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
+                    .collect()
+            }
+        }
+    }
+
+    /// What sessions store, wherever they live.
+    pub async fn stored_session_data(&self) -> Vec<String> {
+        match &self.database.redis {
+            None => self.sql_strings("SELECT data AS s FROM sessions").await,
+            Some(redis) => {
+                let mut data = Vec::new();
+                for key in self.stored_session_keys().await {
+                    let value: String = self.redis(|conn| {
+                        redis::cmd("HGET")
+                            .arg(format!("{{{}}}:s:{key}", redis.key_prefix))
+                            .arg("d")
+                            .query(conn)
+                    });
+                    data.push(value);
+                }
+                data
+            }
+        }
+    }
+
+    fn redis<T>(&self, command: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> T {
+        let redis = self.database.redis.as_ref().expect("sessions in Redis");
+        let mut conn = redis::Client::open(redis.url.as_str())
+            .and_then(|client| client.get_connection())
+            .expect("BLOGQL_TEST_REDIS_URL answers");
+        command(&mut conn).expect("the Redis command runs")
     }
 }

@@ -10,4 +10,5 @@ mod instances;
 mod limits;
 mod posts;
 mod program;
+mod redis_store;
 mod sessions;

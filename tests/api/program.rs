@@ -21,6 +21,23 @@ fn blogql(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 }
 
 #[test]
+fn an_unreachable_redis_stops_the_server_with_one_line_and_exit_code_2() {
+    // Nothing listens there: one line at start-up, not a server that fails
+    // every signed-in request.
+    let output = blogql(
+        &["serve"],
+        &[
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+            ("BLOGQL_BIND", "127.0.0.1:0"),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("REDIS_URL"), "{stderr}");
+}
+
+#[test]
 fn schema_graphql_is_exactly_print_schema() {
     let output = blogql(&["print-schema"], &[]);
     assert!(output.status.success());
@@ -55,6 +72,8 @@ fn a_bad_setting_stops_with_one_line_naming_it_and_exit_code_2() {
         ("BLOGQL_KEEP_ALIVE_TIMEOUT", "0s"),
         ("BLOGQL_REQUEST_TIMEOUT", "soon"),
         ("BLOGQL_SHUTDOWN_GRACE", "-1s"),
+        ("REDIS_URL", "memcached://127.0.0.1:11211"),
+        ("BLOGQL_REDIS_KEY_PREFIX", "{bq}"),
     ] {
         let output = blogql(&["migrate"], &[(name, value)]);
         assert_eq!(output.status.code(), Some(2), "{name}={value}");
