@@ -79,6 +79,10 @@ struct Args {
     /// Which database(s) to run blogql on.
     #[arg(long, value_enum, default_value_t = DbChoice::All)]
     db: DbChoice,
+    /// Where blogql keeps sessions: its database, or Redis
+    /// (`BLOGQL_BENCH_REDIS_URL`, default redis://127.0.0.1:6379).
+    #[arg(long, value_enum, default_value_t = StoreChoice::Sql)]
+    store: StoreChoice,
     /// Seconds each measured wrk run lasts.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     duration: u32,
@@ -103,6 +107,49 @@ enum DbChoice {
     Sqlite,
     Postgres,
     All,
+}
+
+/// The `--store` choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StoreChoice {
+    Sql,
+    Redis,
+}
+
+/// Redis server used when `BLOGQL_BENCH_REDIS_URL` is unset.
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Sessions in Redis for one run: the URL and a key prefix of its own,
+/// whose keys are deleted when the run ends.
+#[derive(Clone, Debug)]
+struct BenchRedis {
+    url: String,
+    prefix: String,
+}
+
+impl BenchRedis {
+    fn new() -> Self {
+        Self {
+            url: std::env::var("BLOGQL_BENCH_REDIS_URL")
+                .unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned()),
+            prefix: format!("bq-bench-{}", std::process::id()),
+        }
+    }
+
+    fn clean_up(&self) {
+        let Ok(mut conn) =
+            redis::Client::open(self.url.as_str()).and_then(|client| client.get_connection())
+        else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{{{}}}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
 }
 
 /// A database blogql runs on during one part of the benchmark.
@@ -349,8 +396,17 @@ async fn run(args: Args) -> BenchResult<()> {
         return Ok(());
     }
 
+    let redis = (args.store == StoreChoice::Redis).then(BenchRedis::new);
     for db in dbs {
-        let section = run_db(db, &scenarios, ceiling, shape, login_ceiling.as_ref()).await?;
+        let section = run_db(
+            db,
+            redis.as_ref(),
+            &scenarios,
+            ceiling,
+            shape,
+            login_ceiling.as_ref(),
+        )
+        .await?;
         print!("{section}");
         report.push_str(&section);
         write_results(&results_path, &report)?;
@@ -469,12 +525,17 @@ fn median_of_10(mut f: impl FnMut() -> Result<(), String>) -> BenchResult<Durati
 /// Runs every scenario against blogql on `db`, and returns its report section.
 async fn run_db(
     db: Db,
+    redis: Option<&BenchRedis>,
     scenarios: &[Scenario],
     ceiling: SocketAddr,
     shape: LoadShape,
     login_ceiling: Option<&LoginCeiling>,
 ) -> BenchResult<String> {
-    println!("== {} ==", db.label());
+    let label = match redis {
+        Some(_) => format!("{} + Redis", db.label()),
+        None => db.label().to_owned(),
+    };
+    println!("== {label} ==");
     let work = tempfile::tempdir().map_err(|e| format!("cannot make a temp dir: {e}"))?;
     let (database_url, pg_cleanup) = match db {
         Db::Sqlite => (
@@ -490,7 +551,7 @@ async fn run_db(
     // Ctrl-C drops the inner future, and with it the server (kill_on_drop),
     // so the database can still be dropped below.
     let outcome = tokio::select! {
-        outcome = run_db_inner(db, &database_url, work.path(), scenarios, ceiling, shape, login_ceiling) => outcome,
+        outcome = run_db_inner(&label, &database_url, redis, work.path(), scenarios, ceiling, shape, login_ceiling) => outcome,
         _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
     };
 
@@ -499,20 +560,25 @@ async fn run_db(
     {
         eprintln!("warning: {e}");
     }
+    if let Some(redis) = redis {
+        redis.clean_up();
+    }
     outcome
 }
 
 /// The body of [`run_db`], between making the database and dropping it.
+#[allow(clippy::too_many_arguments)]
 async fn run_db_inner(
-    db: Db,
+    label: &str,
     database_url: &str,
+    redis: Option<&BenchRedis>,
     work: &Path,
     scenarios: &[Scenario],
     ceiling: SocketAddr,
     shape: LoadShape,
     login_ceiling: Option<&LoginCeiling>,
 ) -> BenchResult<String> {
-    let mut server = Server::start(database_url, work).await?;
+    let mut server = Server::start(database_url, redis, work).await?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -565,7 +631,7 @@ async fn run_db_inner(
         end: server.peak_rss_kib(),
     };
     server.stop().await;
-    Ok(render_section(db, &rows, &rss, login_ceiling))
+    Ok(render_section(label, &rows, &rss, login_ceiling))
 }
 
 /// The server's peak RSS (`VmHWM`, KiB) at points outside the scenarios.
@@ -580,13 +646,13 @@ struct RssCheckpoints {
 
 /// Renders one database's table, its final peak RSS and the login ceiling.
 fn render_section(
-    db: Db,
+    label: &str,
     rows: &[Row],
     rss: &RssCheckpoints,
     login_ceiling: Option<&LoginCeiling>,
 ) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "\n## {}\n", db.label());
+    let _ = writeln!(out, "\n## {label}\n");
     let _ = writeln!(
         out,
         "| scenario | ok req/s | ceiling req/s | % of ceiling | p50 ms | p99 ms | non-ok | peak RSS MiB |"
@@ -675,7 +741,11 @@ struct Server {
 impl Server {
     /// Starts the release-built `blogql` on a free loopback port with
     /// `database_url`, and waits until `/readyz` answers 200.
-    async fn start(database_url: &str, work: &Path) -> BenchResult<Server> {
+    async fn start(
+        database_url: &str,
+        redis: Option<&BenchRedis>,
+        work: &Path,
+    ) -> BenchResult<Server> {
         let addr = free_port()?;
         let log = work.join("server.log");
         let log_file = std::fs::File::create(&log)
@@ -684,11 +754,15 @@ impl Server {
             .try_clone()
             .map_err(|e| format!("cannot reopen {}: {e}", log.display()))?;
         let mut command = Command::new(env!("CARGO_BIN_EXE_blogql"));
-        // Only the settings below: no developer's BLOGQL_* or REDIS_URL, and
-        // no `.env` (the server reads one from its working directory).
+        // Only the settings below: no developer's BLOGQL_*, REDIS_URL or
+        // RUST_LOG (the server runs at its default log level, as a user runs
+        // it), and no `.env` (the server reads one from its working directory).
         for (key, _) in std::env::vars_os() {
             let key_str = key.to_string_lossy();
-            if key_str.starts_with("BLOGQL_") || key_str == "REDIS_URL" || key_str == "DATABASE_URL"
+            if key_str.starts_with("BLOGQL_")
+                || key_str == "REDIS_URL"
+                || key_str == "DATABASE_URL"
+                || key_str == "RUST_LOG"
             {
                 command.env_remove(&key);
             }
@@ -697,11 +771,15 @@ impl Server {
             .current_dir(work)
             .env("BLOGQL_BIND", addr.to_string())
             .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::from(log_file))
             .stderr(Stdio::from(log_err))
             .kill_on_drop(true);
+        if let Some(redis) = redis {
+            command
+                .env("REDIS_URL", &redis.url)
+                .env("BLOGQL_REDIS_KEY_PREFIX", &redis.prefix);
+        }
         let child = command
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", env!("CARGO_BIN_EXE_blogql")))?;
