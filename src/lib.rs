@@ -77,7 +77,13 @@ impl App {
             ),
             None => Store::Sql(SqlSessionStore::new(db.clone())),
         };
-        let throttle = Throttle::new(db.clone());
+        let throttle = Throttle::new(
+            db.clone(),
+            match &store {
+                Store::Redis(redis) => Some(redis.connection()),
+                Store::Sql(_) => None,
+            },
+        );
         let policy = SessionPolicy {
             idle_timeout: config.session_idle_timeout,
             absolute_timeout: config.session_absolute_timeout,

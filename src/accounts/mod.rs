@@ -69,6 +69,8 @@ pub enum AccountError {
     Db(#[from] DbError),
     #[error(transparent)]
     Hash(#[from] HashError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);

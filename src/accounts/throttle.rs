@@ -35,6 +35,8 @@ use diesel_async::RunQueryDsl;
 use time::PrimitiveDateTime;
 use tokio::sync::Notify;
 
+use redis::aio::ConnectionManager;
+
 use super::AccountError;
 use crate::db::schema::{login_failures as lf, rate_windows as rw};
 use crate::db::{Db, DbError, now, with_conn};
@@ -111,6 +113,8 @@ fn seconds_until(until: PrimitiveDateTime, now: PrimitiveDateTime) -> u64 {
 #[derive(Clone)]
 pub struct Throttle {
     db: Db,
+    /// With Redis, the counts live there instead of in the database.
+    redis: Option<RedisCounts>,
     /// Woken when an attempt on this instance finishes, per username + address.
     finished: Arc<Mutex<HashMap<String, Weak<Notify>>>>,
 }
@@ -157,10 +161,16 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Throttle {
-    /// Throttling backed by `db`.
-    pub fn new(db: Db) -> Self {
+    /// Throttling backed by `db`, or by Redis when `redis` is given (the
+    /// connection and key prefix of the session store).
+    pub fn new(db: Db, redis: Option<(ConnectionManager, String)>) -> Self {
         Self {
             db,
+            redis: redis.map(|(conn, prefix)| RedisCounts {
+                conn,
+                prefix,
+                scripts: Arc::new(ThrottleScripts::new()),
+            }),
             finished: Arc::default(),
         }
     }
@@ -200,16 +210,16 @@ impl Throttle {
     }
 
     /// Records a successful attempt: clears its username + address count.
-    pub async fn succeeded(&self, attempt: Attempt) -> Result<(), DbError> {
+    pub async fn succeeded(&self, attempt: Attempt) -> Result<(), AccountError> {
         self.record(attempt, Outcome::Succeeded).await
     }
 
     /// Records a failed attempt against both keys.
-    pub async fn failed(&self, attempt: Attempt) -> Result<(), DbError> {
+    pub async fn failed(&self, attempt: Attempt) -> Result<(), AccountError> {
         self.record(attempt, Outcome::Failed).await
     }
 
-    async fn record(&self, mut attempt: Attempt, outcome: Outcome) -> Result<(), DbError> {
+    async fn record(&self, mut attempt: Attempt, outcome: Outcome) -> Result<(), AccountError> {
         attempt.recorded = true;
         let recorded = self.finish(&attempt.keys, outcome).await;
         attempt.finished.notify_one();
@@ -260,6 +270,17 @@ impl Throttle {
         &self,
         key: &str,
         threshold: i32,
+    ) -> Result<Option<(i32, PrimitiveDateTime)>, AccountError> {
+        if let Some(redis) = &self.redis {
+            return Ok(redis.take_slot(key, threshold).await?);
+        }
+        Ok(self.take_slot_sql(key, threshold).await?)
+    }
+
+    async fn take_slot_sql(
+        &self,
+        key: &str,
+        threshold: i32,
     ) -> Result<Option<(i32, PrimitiveDateTime)>, DbError> {
         let now = now();
         let fresh = lf::in_progress_at.gt(now - IN_PROGRESS_STALE);
@@ -293,12 +314,19 @@ impl Throttle {
     /// Frees an attempt's slots in one statement, recording how it ended: a
     /// failure counts against both keys, a success clears the username +
     /// address's failures (and leaves the address's as they are).
-    async fn finish(&self, keys: &ThrottleKeys, outcome: Outcome) -> Result<(), DbError> {
+    async fn finish(&self, keys: &ThrottleKeys, outcome: Outcome) -> Result<(), AccountError> {
         self.finish_keys(&[&keys.user, &keys.address], outcome)
             .await
     }
 
-    async fn finish_keys(&self, keys: &[&str], outcome: Outcome) -> Result<(), DbError> {
+    async fn finish_keys(&self, keys: &[&str], outcome: Outcome) -> Result<(), AccountError> {
+        if let Some(redis) = &self.redis {
+            return Ok(redis.finish(keys, outcome).await?);
+        }
+        Ok(self.finish_keys_sql(keys, outcome).await?)
+    }
+
+    async fn finish_keys_sql(&self, keys: &[&str], outcome: Outcome) -> Result<(), DbError> {
         let now = now();
         let in_progress =
             diesel::dsl::case_when::<_, _, Integer>(lf::in_progress.gt(0), lf::in_progress - 1)
@@ -339,11 +367,29 @@ impl Throttle {
     /// refuses the registration.
     pub async fn admit_registration(&self, client: IpAddr) -> Result<(), AccountError> {
         let key = format!("register:{}", address_key(client));
+        let (hits, previous, started_at) = match &self.redis {
+            Some(redis) => redis.count_registration(&key).await?,
+            None => self.count_registration_sql(&key).await?,
+        };
+        if hits + previous > REGISTRATIONS_PER_WINDOW {
+            return Err(AccountError::RateLimited {
+                retry_after: seconds_until(started_at + REGISTRATION_WINDOW, now()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a registration under `key`: this window's hits, the previous
+    /// window's, and when this window started.
+    async fn count_registration_sql(
+        &self,
+        key: &str,
+    ) -> Result<(i32, i32, PrimitiveDateTime), DbError> {
         let now = now();
         let window_over = rw::started_at.le(now - REGISTRATION_WINDOW);
         let two_over = rw::started_at.le(now - 2 * REGISTRATION_WINDOW);
         let (hits, previous, started_at): (i32, i32, PrimitiveDateTime) = with_conn!(self.db, write conn => diesel::insert_into(rw::table)
-            .values((rw::key.eq(&key), rw::hits.eq(1), rw::previous_hits.eq(0), rw::started_at.eq(now)))
+            .values((rw::key.eq(key), rw::hits.eq(1), rw::previous_hits.eq(0), rw::started_at.eq(now)))
             .on_conflict(rw::key)
             .do_update()
             .set((
@@ -355,18 +401,16 @@ impl Throttle {
             ))
             .returning((rw::hits, rw::previous_hits, rw::started_at))
             .get_result(conn)
-            .await
-            .map_err(DbError::from)?);
-        if hits + previous > REGISTRATIONS_PER_WINDOW {
-            return Err(AccountError::RateLimited {
-                retry_after: seconds_until(started_at + REGISTRATION_WINDOW, now),
-            });
-        }
-        Ok(())
+            .await?);
+        Ok((hits, previous, started_at))
     }
 
-    /// Deletes counts nobody needs any more; run by the housekeeping task.
+    /// Deletes counts nobody needs any more; run by the housekeeping task
+    /// (Redis expires its counts itself).
     pub async fn forget_stale(&self) -> Result<usize, DbError> {
+        if self.redis.is_some() {
+            return Ok(0);
+        }
         let cutoff = now() - FORGET_AFTER;
         let idle = lf::in_progress_at
             .is_null()
@@ -383,6 +427,155 @@ impl Throttle {
         Ok(failures + windows)
     }
 }
+/// The counts in Redis: `{P}:t:<key>`, one hash per key, each expiring a
+/// day after its last change; every change is one script on Redis' clock.
+#[derive(Clone)]
+struct RedisCounts {
+    conn: ConnectionManager,
+    prefix: String,
+    scripts: Arc<ThrottleScripts>,
+}
+
+/// Redis' clock, in Unix milliseconds, inside a script.
+const REDIS_NOW: &str = "local t = redis.call('TIME') \
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) ";
+
+/// KEYS: the key's hash. ARGV: threshold, stale ms, forget ms.
+/// {taken, failures, last failure ms}.
+const TAKE_SLOT: &str = "local f = tonumber(redis.call('HGET', KEYS[1], 'f') or '0') \
+    local p = tonumber(redis.call('HGET', KEYS[1], 'p') or '0') \
+    local pat = tonumber(redis.call('HGET', KEYS[1], 'pat') or '0') \
+    local l = tonumber(redis.call('HGET', KEYS[1], 'l') or '0') \
+    if now - pat > tonumber(ARGV[2]) then p = 0 end \
+    if p == 0 or f + p < tonumber(ARGV[1]) then \
+      redis.call('HSET', KEYS[1], 'p', p + 1, 'pat', now) \
+      redis.call('PEXPIRE', KEYS[1], ARGV[3]) \
+      return {1, f, l} \
+    end \
+    return {0, f, l}";
+
+/// KEYS: the keys' hashes. ARGV: outcome (failed, succeeded, cancelled),
+/// forget ms, the hash whose failures a success clears.
+const FINISH: &str = "for _, key in ipairs(KEYS) do \
+      if redis.call('EXISTS', key) == 1 then \
+        local p = tonumber(redis.call('HGET', key, 'p') or '0') \
+        if p > 0 then redis.call('HSET', key, 'p', p - 1) end \
+        if ARGV[1] == 'failed' then \
+          redis.call('HINCRBY', key, 'f', 1) \
+          redis.call('HSET', key, 'l', now) \
+        elseif ARGV[1] == 'succeeded' and key == ARGV[3] then \
+          redis.call('HSET', key, 'f', 0) \
+        end \
+        redis.call('PEXPIRE', key, ARGV[2]) \
+      end \
+    end \
+    return 1";
+
+/// KEYS: the window's hash. ARGV: window ms. {hits, previous hits, start ms}.
+const REGISTER: &str = "local s = tonumber(redis.call('HGET', KEYS[1], 's') or '0') \
+    local h = tonumber(redis.call('HGET', KEYS[1], 'h') or '0') \
+    local ph = tonumber(redis.call('HGET', KEYS[1], 'ph') or '0') \
+    local w = tonumber(ARGV[1]) \
+    if s <= now - 2 * w then ph = 0 h = 1 s = now \
+    elseif s <= now - w then ph = h h = 1 s = now \
+    else h = h + 1 end \
+    redis.call('HSET', KEYS[1], 's', s, 'h', h, 'ph', ph) \
+    redis.call('PEXPIRE', KEYS[1], 2 * w) \
+    return {h, ph, s}";
+
+struct ThrottleScripts {
+    take_slot: redis::Script,
+    finish: redis::Script,
+    register: redis::Script,
+}
+
+impl ThrottleScripts {
+    fn new() -> Self {
+        let script = |body: &str| redis::Script::new(&format!("{REDIS_NOW}{body}"));
+        Self {
+            take_slot: script(TAKE_SLOT),
+            finish: script(FINISH),
+            register: script(REGISTER),
+        }
+    }
+}
+
+fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A Unix-milliseconds time from Redis as stored times are: UTC, no offset.
+fn from_ms(at: i64) -> PrimitiveDateTime {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    PrimitiveDateTime::new(at.date(), at.time())
+}
+
+impl RedisCounts {
+    fn key(&self, key: &str) -> String {
+        format!("{{{}}}:t:{key}", self.prefix)
+    }
+
+    async fn take_slot(
+        &self,
+        key: &str,
+        threshold: i32,
+    ) -> Result<Option<(i32, PrimitiveDateTime)>, redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let (taken, failures, last): (i64, i32, i64) = self
+            .scripts
+            .take_slot
+            .key(self.key(key))
+            .arg(threshold)
+            .arg(ms(IN_PROGRESS_STALE))
+            .arg(ms(FORGET_AFTER))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((taken == 1).then(|| (failures, from_ms(last))))
+    }
+
+    async fn finish(&self, keys: &[&str], outcome: Outcome) -> Result<(), redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let outcome = match outcome {
+            Outcome::Failed => "failed",
+            Outcome::Succeeded => "succeeded",
+            Outcome::Cancelled => "cancelled",
+        };
+        let mut invocation = self.scripts.finish.prepare_invoke();
+        for key in keys {
+            invocation.key(self.key(key));
+        }
+        // Only the username + address key (`user:…`) is cleared.
+        let cleared = keys
+            .iter()
+            .find(|key| key.starts_with("user:"))
+            .map(|key| self.key(key))
+            .unwrap_or_default();
+        let _: i64 = invocation
+            .arg(outcome)
+            .arg(ms(FORGET_AFTER))
+            .arg(cleared)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_registration(
+        &self,
+        key: &str,
+    ) -> Result<(i32, i32, PrimitiveDateTime), redis::RedisError> {
+        let mut conn = self.conn.clone();
+        let (hits, previous, started): (i32, i32, i64) = self
+            .scripts
+            .register
+            .key(self.key(key))
+            .arg(ms(REGISTRATION_WINDOW))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok((hits, previous, from_ms(started)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

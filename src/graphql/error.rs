@@ -171,6 +171,7 @@ impl From<AccountError> for ApiError {
             AccountError::RateLimited { retry_after } => Self::RateLimited { retry_after },
             AccountError::Db(err) => err.into(),
             AccountError::Hash(err) => err.into(),
+            AccountError::Redis(err) => Self::internal(err),
         }
     }
 }

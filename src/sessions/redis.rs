@@ -175,6 +175,11 @@ impl RedisSessionStore {
         }
     }
 
+    /// The connection and key prefix, for the throttle's counts.
+    pub fn connection(&self) -> (ConnectionManager, String) {
+        (self.conn.clone(), self.prefix.clone())
+    }
+
     /// Answers when Redis does: the readiness probe.
     pub async fn ping(&self) -> Result<(), RedisError> {
         let mut conn = self.conn.clone();

@@ -306,6 +306,9 @@ async fn a_failed_idle_extension_is_a_graphql_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_are_refused_while_failures_cannot_be_recorded() {
     let app = TestApp::spawn().await;
+    if app.on_redis() {
+        return; // The counts live in Redis: redis_store.rs stops it.
+    }
     assert_no_errors(&app.register("alice").await);
     app.refuse_writes("login_failures").await;
     let (client, _) = app.new_browser();
@@ -682,8 +685,12 @@ async fn concurrent_right_logins_of_one_account_all_succeed() {
         let body = login.await.unwrap();
         assert_eq!(body["data"]["login"]["username"], "alice", "{body}");
     }
-    let in_progress = app
-        .sql_count("SELECT CAST(COALESCE(SUM(in_progress), 0) AS BIGINT) AS n FROM login_failures")
-        .await;
-    assert_eq!(in_progress, 0, "every slot was given back");
+    if !app.on_redis() {
+        let in_progress = app
+            .sql_count(
+                "SELECT CAST(COALESCE(SUM(in_progress), 0) AS BIGINT) AS n FROM login_failures",
+            )
+            .await;
+        assert_eq!(in_progress, 0, "every slot was given back");
+    }
 }

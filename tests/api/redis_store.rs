@@ -84,9 +84,51 @@ async fn every_key_is_hashed_prefixed_and_expires() {
         .query(&mut conn)
         .unwrap();
     let cookie = app.session_cookie().unwrap();
+    let keys: Vec<&String> = keys.iter().filter(|key| !key.contains("}:t:")).collect();
     assert_eq!(keys.len(), 2, "the session and alice's index: {keys:?}");
-    for key in &keys {
+    for key in keys {
         assert!(!key.contains(&cookie), "{key}");
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).unwrap();
+        assert!(ttl > 0, "{key} has no expiry");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_throttle_counts_live_in_redis() {
+    if !on_redis() {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let (client, _) = app.new_browser();
+    for _ in 0..5 {
+        let body = app.login_as(&client, "alice", "not the password").await;
+        assert_eq!(error_code(&body), "INVALID_CREDENTIALS", "{body}");
+    }
+    let body = app
+        .login_as(&client, "alice", crate::helpers::PASSWORD)
+        .await;
+    assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
+    assert_eq!(
+        app.sql_count("SELECT COUNT(*) AS n FROM login_failures")
+            .await,
+        0,
+        "nothing counted in the database"
+    );
+    let redis = app.database.redis.clone().unwrap();
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .and_then(|client| client.get_connection())
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{}}}:t:*", redis.key_prefix))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(
+        keys.len(),
+        3,
+        "user, address and registration counts: {keys:?}"
+    );
+    for key in &keys {
         let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).unwrap();
         assert!(ttl > 0, "{key} has no expiry");
     }
@@ -154,6 +196,13 @@ async fn with_redis_down_sessions_fail_loudly_reads_go_on_and_it_recovers() {
         )
         .await;
     assert_eq!(error_code(&body), "INTERNAL_SERVER_ERROR", "{body}");
+    // The throttle's counts live in Redis too: a login fails closed,
+    // whatever its password.
+    let (stranger, _) = app.new_browser();
+    for password in [crate::helpers::PASSWORD, "not the password"] {
+        let body = app.login_as(&stranger, "alice", password).await;
+        assert_eq!(error_code(&body), "INTERNAL_SERVER_ERROR", "{body}");
+    }
     // Anonymous reads go on.
     let (anonymous, _) = app.new_browser();
     let posts = app
