@@ -209,8 +209,12 @@ pub struct PasswordChange<'a> {
     pub new: &'a str,
 }
 
-/// A new password's hash, once the change was allowed.
-pub struct NewPassword(String);
+/// A new password's hash, once the change was allowed, and the hash it
+/// replaces (the one the current password was checked against).
+pub struct NewPassword {
+    hash: String,
+    replaces: String,
+}
 
 /// Allows a change of `user`'s password: the new one must follow the rules,
 /// the current one is checked like a login (and throttled like one, from
@@ -234,36 +238,47 @@ pub async fn check_password_change(
     let plausible = validate::password(current).is_ok();
     let permit = passwords.permit().await;
     let checked = if plausible { current } else { "" };
-    if !(passwords.verify(permit, checked, hash.as_deref()).await && hash.is_some()) {
+    let verified = passwords.verify(permit, checked, hash.as_deref()).await;
+    let Some(replaces) = hash.filter(|_| verified) else {
         throttle.failed(attempt).await?;
         return Err(AccountError::InvalidCredentials);
-    }
+    };
     throttle.succeeded(attempt).await?;
-    Ok(NewPassword(passwords.hash(new).await?))
+    Ok(NewPassword {
+        hash: passwords.hash(new).await?,
+        replaces,
+    })
 }
 
-/// Stores `user_id`'s new password; in the same transaction, deletes every
-/// other session of the user kept in the database (all but the one stored
-/// under `keep_session`). How many sessions were deleted.
+/// Stores `user_id`'s new password, unless the password changed since it
+/// was checked (two changes at once: the later one is `InvalidCredentials`);
+/// in the same transaction, deletes every other session of the user kept in
+/// the database (all but the one stored under `keep_session`). How many
+/// sessions were deleted.
 pub async fn set_password(
     db: &Db,
     user_id: i64,
     password: NewPassword,
     keep_session: Option<&str>,
 ) -> Result<usize, AccountError> {
-    let NewPassword(hash) = password;
+    let NewPassword { hash, replaces } = password;
     let keep = keep_session.unwrap_or_default().to_owned();
     let ended = with_tx!(db, conn => {
-        diesel::update(users::table.find(user_id))
+        let changed = diesel::update(users::table
+            .find(user_id)
+            .filter(users::password_hash.eq(&replaces)))
             .set(users::password_hash.eq(&hash))
             .execute(conn)
             .await?;
+        if changed == 0 {
+            return Ok(None);
+        }
         let ended = diesel::delete(sessions::table
             .filter(sessions::user_id.eq(user_id))
             .filter(sessions::id_hash.ne(&keep)))
             .execute(conn)
             .await?;
-        Ok(ended)
+        Ok(Some(ended))
     })?;
-    Ok(ended)
+    ended.ok_or(AccountError::InvalidCredentials)
 }

@@ -63,6 +63,11 @@ struct SignedIn {
     ip_address: Option<String>,
 }
 
+/// Most live sessions one user may have: signing in once more ends the
+/// oldest, so a script that logs in without a cookie jar cannot pile them
+/// up (and listing or ending them stays cheap).
+pub const MAX_SESSIONS_PER_USER: usize = 100;
+
 /// Longest user agent kept with a session, in characters.
 const MAX_USER_AGENT: usize = 256;
 
@@ -434,6 +439,11 @@ impl AuthSession {
     /// the new one written when the request finishes).
     pub async fn renew(&self) -> Result<(), SessionError> {
         self.session.cycle_id().await?;
+        // The expiry is not part of the loaded record: set it again, or the
+        // new record would get tower-sessions' default instead of ours.
+        if let Some(auth) = self.session.get::<SignedIn>(AUTH_KEY).await? {
+            self.session.set_expiry(Some(self.policy.expiry(&auth)));
+        }
         Ok(())
     }
 

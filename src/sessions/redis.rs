@@ -40,11 +40,22 @@ const INDEX: &str = "local function index(u, h, expiry) \
       if last[2] then redis.call('PEXPIREAT', u, last[2]) end \
     end ";
 
-/// KEYS: session, index. ARGV: hash, data, expiry, user id. 0 if it exists.
+/// KEYS: session, index. ARGV: hash, data, expiry, user id, the most
+/// sessions a user keeps, session prefix. 0 if it exists. Beyond the most,
+/// the sessions that expire first end.
 const CREATE: &str = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
     redis.call('HSET', KEYS[1], 'd', ARGV[2], 'e', ARGV[3], 'u', ARGV[4]) \
     redis.call('PEXPIREAT', KEYS[1], ARGV[3]) \
-    if ARGV[4] ~= '' then index(KEYS[2], ARGV[1], ARGV[3]) end \
+    if ARGV[4] ~= '' then \
+      index(KEYS[2], ARGV[1], ARGV[3]) \
+      local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5]) \
+      if extra > 0 then \
+        for _, h in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do \
+          redis.call('DEL', ARGV[6] .. h) \
+          redis.call('ZREM', KEYS[2], h) \
+        end \
+      end \
+    end \
     return 1";
 
 /// KEYS: session, index. ARGV: hash, data, expiry, user id. 0 if it is gone.
@@ -199,6 +210,8 @@ impl RedisSessionStore {
             .arg(data)
             .arg(millis(record.expiry_date))
             .arg(user_id.map(|id| id.to_string()).unwrap_or_default())
+            .arg(super::MAX_SESSIONS_PER_USER)
+            .arg(self.session_prefix())
             .invoke_async(&mut conn)
             .await?;
         Ok(written == 1)

@@ -147,7 +147,31 @@ impl SqlSessionStore {
             .execute(conn)
             .await
             .map_err(DbError::from)?);
+        if inserted == 1
+            && let Some(user_id) = super::user_id_of(record)
+        {
+            self.keep_newest(user_id).await?;
+        }
         Ok(inserted == 1)
+    }
+
+    /// Ends a user's oldest sessions beyond [`super::MAX_SESSIONS_PER_USER`].
+    async fn keep_newest(&self, user_id: i64) -> Result<(), DbError> {
+        let oldest: Vec<String> = with_conn!(self.db, conn => sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .order((sessions::created_at.desc(), sessions::id_hash.desc()))
+            .offset(super::MAX_SESSIONS_PER_USER as i64)
+            .limit(1000)
+            .select(sessions::id_hash)
+            .load(conn)
+            .await?);
+        if !oldest.is_empty() {
+            with_conn!(self.db, write conn => diesel::delete(sessions::table
+                .filter(sessions::id_hash.eq_any(&oldest)))
+                .execute(conn)
+                .await?);
+        }
+        Ok(())
     }
 }
 

@@ -257,7 +257,7 @@ async fn registrations_from_one_address_are_rate_limited() {
 async fn a_failed_session_write_is_a_graphql_error_not_an_empty_500() {
     let app = TestApp::spawn().await;
     if app.on_redis() {
-        return; // Redis failing: redis_down.rs.
+        return; // Redis failing: redis_store.rs.
     }
     assert_no_errors(&app.register("alice").await);
     app.refuse_writes("sessions").await;
@@ -285,7 +285,7 @@ async fn a_failed_idle_extension_is_a_graphql_error() {
     })
     .await;
     if app.on_redis() {
-        return; // Redis failing: redis_down.rs.
+        return; // Redis failing: redis_store.rs.
     }
     assert_no_errors(&app.register("alice").await);
     app.refuse_writes("sessions").await;

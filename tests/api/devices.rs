@@ -25,6 +25,13 @@ async fn device(app: &TestApp, n: u8, username: &str) -> reqwest::Client {
     client
 }
 
+/// A `DateTime` of the API, as a time.
+fn at(value: &Value) -> time::OffsetDateTime {
+    let text = value.as_str().expect("an RFC 3339 string");
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+}
+
 async fn me_as(app: &TestApp, client: &reqwest::Client) -> Value {
     app.graphql_as(client, ME, json!({})).await["data"]["me"].clone()
 }
@@ -69,7 +76,10 @@ async fn sessions_lists_each_device_newest_first_with_what_it_sent() {
     assert_eq!(listed[1]["ipAddress"], "127.0.0.31");
     assert!(listed.iter().filter(|s| s["current"] == true).count() == 1);
     for session in &listed {
-        assert!(session["lastSeenAt"].as_str() >= session["createdAt"].as_str());
+        assert!(
+            at(&session["lastSeenAt"]) >= at(&session["createdAt"]),
+            "{session}"
+        );
     }
     // The handle is not the cookie, nor the stored key.
     let cookie = crate::helpers::session_cookie(&phone_jar, app.address).unwrap();
@@ -230,8 +240,11 @@ async fn last_seen_follows_use_lazily() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(app.me().await.as_deref(), Some("alice"));
     let later = sessions_as(&app, &app.client).await[0].clone();
-    assert!(later["lastSeenAt"].as_str() > first.as_str(), "{later}");
-    assert!(later["createdAt"].as_str() < later["lastSeenAt"].as_str());
+    assert!(at(&later["lastSeenAt"]) > at(&first), "{later}");
+    assert!(
+        at(&later["createdAt"]) < at(&later["lastSeenAt"]),
+        "{later}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,4 +259,48 @@ async fn managing_sessions_needs_a_session() {
         let body = app.graphql(query, json!({})).await;
         assert_eq!(error_code(&body), "UNAUTHENTICATED", "{query}: {body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_renewed_by_a_password_change_keeps_its_timeouts() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    let response = app
+        .client
+        .post(app.graphql_url())
+        .json(&json!({
+            "query": "mutation($input: ChangePasswordInput!) { changePassword(input: $input) }",
+            "variables": { "input": { "currentPassword": PASSWORD, "newPassword": "a brand new password" } },
+        }))
+        .send()
+        .await
+        .unwrap();
+    let cookie = crate::helpers::set_cookie(response.headers()).expect("a new sid");
+    let max_age: i64 = cookie
+        .split("; ")
+        .find_map(|attribute| attribute.strip_prefix("Max-Age="))
+        .and_then(|seconds| seconds.parse().ok())
+        .expect("Max-Age");
+    // The idle timeout is 7 days; tower-sessions' own default would be 14.
+    assert!(max_age <= 7 * 24 * 3600, "{cookie}");
+    assert!(max_age > 7 * 24 * 3600 - 60, "{cookie}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_keeps_at_most_100_sessions_the_oldest_end_first() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    for _ in 0..101 {
+        // A script without a cookie jar: every login is a new session.
+        let body = app
+            .graphql_with_cookie(
+                "",
+                "mutation { login(input: {username: \"alice\", password: \"correct horse battery\"}) { id } }",
+            )
+            .await;
+        assert_no_errors(&body);
+    }
+    assert_eq!(app.stored_session_keys().await.len(), 100);
+    // The first one (register's, in the default browser) ended.
+    assert_eq!(app.me().await, None);
 }
