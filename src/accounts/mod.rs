@@ -194,9 +194,15 @@ pub async fn authenticate(
     let hash = found.as_ref().map(|(_, hash)| hash.as_str());
     let password = if plausible { password } else { "" };
     if passwords.verify(permit, password, hash).await
-        && let Some((user, _)) = found
+        && let Some((user, verified)) = found
     {
         throttle.succeeded(attempt).await?;
+        // A password change may have landed while the hash was checked (it
+        // takes tens of milliseconds): the old password must not open a
+        // session after the change has ended the others.
+        if User::password_hash(db, user.id).await?.as_deref() != Some(verified.as_str()) {
+            return Err(AccountError::InvalidCredentials);
+        }
         return Ok(user);
     }
     throttle.failed(attempt).await?;

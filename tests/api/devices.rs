@@ -304,3 +304,35 @@ async fn a_user_keeps_at_most_100_sessions_the_oldest_end_first() {
     // The first one (register's, in the default browser) ended.
     assert_eq!(app.me().await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_login_with_the_old_password_outlives_a_password_change() {
+    let app = TestApp::spawn().await;
+    assert_no_errors(&app.register("alice").await);
+    // Logins with the old password queue for the hashers while the change
+    // runs: whichever finish after it must not stay signed in.
+    let logins: Vec<_> = (0..16)
+        .map(|_| {
+            let request = reqwest::Client::new().post(app.graphql_url()).json(&json!({
+                "query": "mutation { login(input: {username: \"alice\", password: \"correct horse battery\"}) { id } }",
+            }));
+            tokio::spawn(async move { request.send().await.unwrap().json::<Value>().await.unwrap() })
+        })
+        .collect();
+    let change = app
+        .graphql(
+            "mutation($input: ChangePasswordInput!) { changePassword(input: $input) }",
+            json!({ "input": { "currentPassword": PASSWORD, "newPassword": "a brand new password" } }),
+        )
+        .await;
+    assert_eq!(change["data"]["changePassword"], true, "{change}");
+    for login in logins {
+        login.await.unwrap();
+    }
+    let listed = sessions_as(&app, &app.client).await;
+    assert_eq!(
+        listed.len(),
+        1,
+        "only the changing session is left: {listed:?}"
+    );
+}
