@@ -5,6 +5,8 @@
 
 /// Users, passwords (argon2 on dedicated threads), and throttling logins and registrations.
 pub mod accounts;
+/// The request's identity (the `Principal`), whatever proved it.
+pub mod auth;
 /// Every setting: flags, environment, `.env`; validation to one clear line.
 pub mod config;
 /// The only place that knows SQLite from PostgreSQL: pools, migrations, `with_conn!`.

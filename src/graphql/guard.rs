@@ -2,17 +2,14 @@
 
 use async_graphql::{Context, Guard};
 
-use super::error::ApiError;
-use super::session;
+use super::signed_in;
 
-/// Lets the field run only for a signed-in session (else `UNAUTHENTICATED`).
+/// Lets the field run only for a signed-in caller (else `UNAUTHENTICATED`).
 pub struct LoggedIn;
 
 impl Guard for LoggedIn {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
-        match session(ctx).user_id().await.map_err(ApiError::from)? {
-            Some(_) => Ok(()),
-            None => Err(ApiError::Unauthenticated.into()),
-        }
+        signed_in(ctx).await?;
+        Ok(())
     }
 }

@@ -1,5 +1,7 @@
-//! The GraphQL schema: assembly and limits here; `Query`, `Mutation`, the
-//! object types, the loaders, the guard and the error codes beside it.
+//! The GraphQL schema: assembly and limits here, with what a resolver reads
+//! of its request (`RequestContext`, the caller's `Principal`); `Query`,
+//! `Mutation`, the object types, the loaders, the guard, the error codes and
+//! the document bounds beside it.
 
 pub mod documents;
 pub mod error;
@@ -17,10 +19,13 @@ use std::time::Duration;
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptySubscription, Schema, SchemaBuilder};
 
+use crate::accounts::User;
 use crate::accounts::passwords::Passwords;
 use crate::accounts::throttle::Throttle;
+use crate::auth::{Principal, Via};
 use crate::db::Db;
 use crate::sessions::AuthSession;
+use error::ApiError;
 use loaders::UserLoader;
 use mutation::Mutation;
 use query::Query;
@@ -81,10 +86,53 @@ pub fn sdl() -> String {
     builder().finish().sdl()
 }
 
-fn services<'a>(ctx: &Context<'a>) -> &'a Services {
-    ctx.data_unchecked::<Services>()
+/// What a resolver reads of its request: the one place that knows how the
+/// request's data is stored in the context.
+pub(crate) trait RequestContext<'a> {
+    /// The shared services.
+    fn services(&self) -> &'a Services;
+    /// The request's cookie session (signing in and out, listing sessions).
+    fn session(&self) -> &'a AuthSession;
+    /// The client's address, after trusted proxies.
+    fn client(&self) -> IpAddr;
 }
 
-fn session<'a>(ctx: &Context<'a>) -> &'a AuthSession {
-    ctx.data_unchecked::<Arc<AuthSession>>()
+impl<'a> RequestContext<'a> for Context<'a> {
+    fn services(&self) -> &'a Services {
+        self.data_unchecked::<Services>()
+    }
+
+    fn session(&self) -> &'a AuthSession {
+        self.data_unchecked::<Arc<AuthSession>>()
+    }
+
+    fn client(&self) -> IpAddr {
+        self.data_unchecked::<ClientAddr>().0
+    }
+}
+
+/// The signed-in caller, if any: resolved from the request's cookie session.
+pub(crate) async fn principal(ctx: &Context<'_>) -> Result<Option<Principal>, ApiError> {
+    let session = ctx.session();
+    // The session's own snapshot of its user: no query.
+    if let Some(user) = session.user().await? {
+        return Ok(Some(Principal {
+            user,
+            via: Via::Cookie,
+        }));
+    }
+    // A session from before snapshots were kept.
+    let Some(user_id) = session.user_id().await? else {
+        return Ok(None);
+    };
+    let user = User::find(&ctx.services().db, user_id).await?;
+    Ok(user.map(|user| Principal {
+        user,
+        via: Via::Cookie,
+    }))
+}
+
+/// The signed-in caller, or `UNAUTHENTICATED`.
+pub(crate) async fn signed_in(ctx: &Context<'_>) -> Result<Principal, ApiError> {
+    principal(ctx).await?.ok_or(ApiError::Unauthenticated)
 }

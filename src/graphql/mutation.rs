@@ -7,8 +7,8 @@ use super::guard::LoggedIn;
 use super::types::{
     ChangePasswordInput, CreatePostInput, LoginInput, PostObject, RegisterInput, UserObject,
 };
-use super::{ClientAddr, services, session};
-use crate::accounts::{self, User};
+use super::{RequestContext, signed_in};
+use crate::accounts;
 use crate::posts::Post;
 use crate::validate;
 
@@ -29,43 +29,41 @@ impl Mutation {
         ctx: &Context<'_>,
         input: RegisterInput,
     ) -> Result<UserObject, ApiError> {
-        let services = services(ctx);
-        let ClientAddr(client) = *ctx.data_unchecked::<ClientAddr>();
+        let services = ctx.services();
         let user = accounts::register(
             &services.db,
             &services.passwords,
             &services.throttle,
             &input.username,
             &input.password,
-            client,
+            ctx.client(),
         )
         .await?;
-        session(ctx).sign_in(&user).await?;
+        ctx.session().sign_in(&user).await?;
         Ok(UserObject(user))
     }
 
     /// Signs in under a new session.
     #[graphql(complexity = "PASSWORD_FIELD_COMPLEXITY + child_complexity")]
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<UserObject, ApiError> {
-        let services = services(ctx);
-        let ClientAddr(client) = *ctx.data_unchecked::<ClientAddr>();
+        let services = ctx.services();
         let user = accounts::authenticate(
             &services.db,
             &services.passwords,
             &services.throttle,
             &input.username,
             &input.password,
-            client,
+            ctx.client(),
         )
         .await?;
-        session(ctx).sign_in(&user).await?;
+        ctx.session().sign_in(&user).await?;
         Ok(UserObject(user))
     }
 
     /// Ends this session.
     #[graphql(guard = "LoggedIn")]
     async fn logout(&self, ctx: &Context<'_>) -> Result<bool, ApiError> {
-        session(ctx).sign_out().await?;
+        ctx.session().sign_out().await?;
         Ok(true)
     }
 
@@ -73,17 +71,15 @@ impl Mutation {
     /// not one of them (nobody else's session is ever ended).
     #[graphql(guard = "LoggedIn")]
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
-        let session = session(ctx);
-        let user_id = session.user_id().await?.ok_or(ApiError::Unauthenticated)?;
-        Ok(session.revoke(user_id, id.as_str()).await?)
+        let caller = signed_in(ctx).await?;
+        Ok(ctx.session().revoke(caller.user_id(), id.as_str()).await?)
     }
 
     /// Ends every other session of the caller; how many were ended.
     #[graphql(guard = "LoggedIn")]
     async fn logout_other_sessions(&self, ctx: &Context<'_>) -> Result<i32, ApiError> {
-        let session = session(ctx);
-        let user_id = session.user_id().await?.ok_or(ApiError::Unauthenticated)?;
-        let ended = session.end_others(user_id).await?;
+        let caller = signed_in(ctx).await?;
+        let ended = ctx.session().end_others(caller.user_id()).await?;
         Ok(i32::try_from(ended).unwrap_or(i32::MAX))
     }
 
@@ -98,26 +94,20 @@ impl Mutation {
         ctx: &Context<'_>,
         input: ChangePasswordInput,
     ) -> Result<bool, ApiError> {
-        let services = services(ctx);
-        let session = session(ctx);
-        let ClientAddr(client) = *ctx.data_unchecked::<ClientAddr>();
-        let user_id = session.user_id().await?.ok_or(ApiError::Unauthenticated)?;
-        let user = match session.user().await? {
-            Some(user) => user,
-            None => User::find(&services.db, user_id)
-                .await?
-                .ok_or(ApiError::Unauthenticated)?,
-        };
+        let services = ctx.services();
+        let session = ctx.session();
+        let caller = signed_in(ctx).await?;
+        let user_id = caller.user_id();
         let new_password = accounts::check_password_change(
             &services.db,
             &services.passwords,
             &services.throttle,
-            &user,
+            &caller.user,
             accounts::PasswordChange {
                 current: &input.current_password,
                 new: &input.new_password,
             },
-            client,
+            ctx.client(),
         )
         .await?;
         // A session store apart from the database (Redis) is outside its
@@ -141,11 +131,8 @@ impl Mutation {
     ) -> Result<PostObject, ApiError> {
         let title = validate::title(&input.title)?;
         validate::body(&input.body)?;
-        let author_id = session(ctx)
-            .user_id()
-            .await?
-            .ok_or(ApiError::Unauthenticated)?;
-        let post = Post::create(&services(ctx).db, author_id, title, &input.body).await?;
+        let author_id = signed_in(ctx).await?.user_id();
+        let post = Post::create(&ctx.services().db, author_id, title, &input.body).await?;
         Ok(PostObject::from(post))
     }
 }

@@ -8,8 +8,7 @@ use super::types::{
     DEFAULT_PAGE_SIZE, PostConnection, PostObject, SessionObject, UserObject, page_complexity,
     post_page,
 };
-use super::{services, session};
-use crate::accounts::User;
+use super::{RequestContext, principal, signed_in};
 use crate::posts::Post;
 
 /// Reads.
@@ -19,26 +18,18 @@ pub struct Query;
 impl Query {
     /// The signed-in user; null when anonymous.
     async fn me(&self, ctx: &Context<'_>) -> Result<Option<UserObject>, ApiError> {
-        let session = session(ctx);
-        if let Some(user) = session.user().await? {
-            return Ok(Some(UserObject(user)));
-        }
-        // Anonymous, or signed in during this very request.
-        let Some(user_id) = session.user_id().await? else {
-            return Ok(None);
-        };
-        Ok(User::find(&services(ctx).db, user_id)
+        Ok(principal(ctx)
             .await?
-            .map(UserObject))
+            .map(|principal| UserObject(principal.user)))
     }
 
     /// The caller's own live sessions, newest first.
     #[graphql(guard = "LoggedIn")]
     async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<SessionObject>, ApiError> {
-        let session = session(ctx);
-        let user_id = session.user_id().await?.ok_or(ApiError::Unauthenticated)?;
-        Ok(session
-            .list(user_id)
+        let caller = signed_in(ctx).await?;
+        Ok(ctx
+            .session()
+            .list(caller.user_id())
             .await?
             .into_iter()
             .map(SessionObject)
@@ -61,7 +52,7 @@ impl Query {
         let Ok(id) = id.parse::<i64>() else {
             return Ok(None);
         };
-        Ok(Post::find(&services(ctx).db, id)
+        Ok(Post::find(&ctx.services().db, id)
             .await?
             .map(PostObject::from))
     }

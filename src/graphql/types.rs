@@ -7,9 +7,9 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use time::OffsetDateTime;
 
+use super::RequestContext;
 use super::error::ApiError;
 use super::loaders::UserLoader;
-use super::services;
 use crate::accounts::{self, User};
 use crate::posts::{self, PageRequest, Post};
 use crate::sessions::SessionInfo;
@@ -170,7 +170,7 @@ pub(super) async fn post_page(
             })?,
         ),
     };
-    let page = Post::page(&services(ctx).db, author_id, PageRequest { first, after }).await?;
+    let page = Post::page(&ctx.services().db, author_id, PageRequest { first, after }).await?;
     // The authors of the whole page in one batch, asked for before any post
     // resolves: left to each `Post.author`, the batch would depend on how
     // many posts resolved within the loader's delay.
