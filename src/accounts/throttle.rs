@@ -37,6 +37,8 @@ use tokio::sync::Notify;
 
 use redis::aio::ConnectionManager;
 
+use crate::sessions::redis::NOW;
+
 use super::AccountError;
 use crate::db::schema::{login_failures as lf, rate_windows as rw};
 use crate::db::{Db, DbError, now, with_conn};
@@ -436,10 +438,6 @@ struct RedisCounts {
     scripts: Arc<ThrottleScripts>,
 }
 
-/// Redis' clock, in Unix milliseconds, inside a script.
-const REDIS_NOW: &str = "local t = redis.call('TIME') \
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) ";
-
 /// KEYS: the key's hash. ARGV: threshold, stale ms, forget ms.
 /// {taken, failures, last failure ms}.
 const TAKE_SLOT: &str = "local f = tonumber(redis.call('HGET', KEYS[1], 'f') or '0') \
@@ -491,7 +489,7 @@ struct ThrottleScripts {
 
 impl ThrottleScripts {
     fn new() -> Self {
-        let script = |body: &str| redis::Script::new(&format!("{REDIS_NOW}{body}"));
+        let script = |body: &str| redis::Script::new(&format!("{NOW}{body}"));
         Self {
             take_slot: script(TAKE_SLOT),
             finish: script(FINISH),

@@ -28,8 +28,9 @@ use super::store::id_hash;
 /// How long one Redis command (or a connection attempt) may take.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Redis' clock, in Unix milliseconds, inside a script.
-const NOW: &str = "local t = redis.call('TIME') \
+/// Redis' clock, in Unix milliseconds, as `now` inside a script (every
+/// script that compares times puts this first; the throttle's too).
+pub(crate) const NOW: &str = "local t = redis.call('TIME') \
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) ";
 
 /// Keeps a user's index pruned, and expiring with its latest session.

@@ -807,6 +807,28 @@ impl TestApp {
         }
     }
 
+    /// The server's Redis keys that start with `{prefix}:` and then `rest`,
+    /// each with its time to live in milliseconds.
+    pub fn redis_keys(&self, rest: &str) -> Vec<(String, i64)> {
+        let prefix = &self
+            .database
+            .redis
+            .as_ref()
+            .expect("sessions in Redis")
+            .key_prefix;
+        let keys: Vec<String> = self.redis(|conn| {
+            redis::cmd("KEYS")
+                .arg(format!("{{{prefix}}}:{rest}*"))
+                .query(conn)
+        });
+        keys.into_iter()
+            .map(|key| {
+                let ttl: i64 = self.redis(|conn| redis::cmd("PTTL").arg(&key).query(conn));
+                (key, ttl)
+            })
+            .collect()
+    }
+
     fn redis<T>(&self, command: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>) -> T {
         let redis = self.database.redis.as_ref().expect("sessions in Redis");
         let mut conn = redis::Client::open(redis.url.as_str())

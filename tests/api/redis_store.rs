@@ -75,20 +75,15 @@ async fn every_key_is_hashed_prefixed_and_expires() {
     }
     let app = TestApp::spawn().await;
     assert_no_errors(&app.register("alice").await);
-    let redis = app.database.redis.clone().unwrap();
-    let mut conn = redis::Client::open(redis.url.as_str())
-        .and_then(|client| client.get_connection())
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{}}}:*", redis.key_prefix))
-        .query(&mut conn)
-        .unwrap();
     let cookie = app.session_cookie().unwrap();
-    let keys: Vec<&String> = keys.iter().filter(|key| !key.contains("}:t:")).collect();
+    let keys: Vec<(String, i64)> = app
+        .redis_keys("")
+        .into_iter()
+        .filter(|(key, _)| !key.contains("}:t:"))
+        .collect();
     assert_eq!(keys.len(), 2, "the session and alice's index: {keys:?}");
-    for key in keys {
+    for (key, ttl) in keys {
         assert!(!key.contains(&cookie), "{key}");
-        let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).unwrap();
         assert!(ttl > 0, "{key} has no expiry");
     }
 }
@@ -115,21 +110,13 @@ async fn the_throttle_counts_live_in_redis() {
         0,
         "nothing counted in the database"
     );
-    let redis = app.database.redis.clone().unwrap();
-    let mut conn = redis::Client::open(redis.url.as_str())
-        .and_then(|client| client.get_connection())
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{{{}}}:t:*", redis.key_prefix))
-        .query(&mut conn)
-        .unwrap();
+    let keys = app.redis_keys("t:");
     assert_eq!(
         keys.len(),
         3,
         "user, address and registration counts: {keys:?}"
     );
-    for key in &keys {
-        let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).unwrap();
+    for (key, ttl) in keys {
         assert!(ttl > 0, "{key} has no expiry");
     }
 }
