@@ -228,10 +228,8 @@ impl Sessions {
                 found.or(several.first().copied())
             }
         };
-        let user_agent = headers
-            .get(header::USER_AGENT)
-            .and_then(|value| value.to_str().ok())
-            .map(|agent| agent.chars().take(MAX_USER_AGENT).collect());
+        // A reference-counted copy: only a sign-in reads (and shortens) it.
+        let user_agent = headers.get(header::USER_AGENT).cloned();
         AuthSession {
             session: Session::new(id, self.store.clone(), None),
             store: self.store.clone(),
@@ -278,9 +276,9 @@ pub struct AuthSession {
     session: Session,
     store: Arc<Store>,
     policy: SessionPolicy,
-    /// The request's `User-Agent` (shortened) and client address, kept
-    /// with a session signed in by this request.
-    user_agent: Option<String>,
+    /// The request's `User-Agent` and client address, kept with a session
+    /// signed in by this request.
+    user_agent: Option<HeaderValue>,
     client: IpAddr,
     secure: bool,
     /// The user once looked up in this request (`Some(None)`: anonymous).
@@ -333,7 +331,11 @@ impl AuthSession {
             user_id,
             signed_in_at: now,
             last_seen_at: now,
-            user_agent: self.user_agent.clone(),
+            user_agent: self
+                .user_agent
+                .as_ref()
+                .and_then(|value| value.to_str().ok())
+                .map(|agent| agent.chars().take(MAX_USER_AGENT).collect()),
             ip_address: Some(self.client.to_string()),
         };
         self.session.insert(AUTH_KEY, &auth).await?;
