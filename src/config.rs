@@ -32,7 +32,7 @@ pub struct Cli {
 }
 
 /// What to do; `serve` when none is given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Apply migrations, then serve GraphQL over HTTP (the default).
     Serve,
@@ -40,6 +40,12 @@ pub enum Command {
     Migrate,
     /// Write the GraphQL schema (SDL) to stdout.
     PrintSchema,
+    /// Make USERNAME an admin: create it with a password read from standard
+    /// input (without echo on a terminal), or promote the existing user.
+    CreateAdmin {
+        /// The admin's username (3-32 characters of A-Z, a-z, 0-9, _, . and -).
+        username: String,
+    },
 }
 
 /// Settings as given; see the README's table.

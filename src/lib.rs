@@ -3,9 +3,12 @@
 //!
 //! Where each concern lives:
 
-/// Users, passwords (argon2 on dedicated threads), and throttling logins and registrations.
+/// Users and roles, passwords (argon2 on dedicated threads), throttling
+/// logins and registrations, API tokens.
 pub mod accounts;
-/// The request's identity (the `Principal`), whatever proved it.
+/// The operator's `blogql create-admin`: the first administrator.
+pub mod admin;
+/// The request's identity (the `Principal`): its cookie session or its API token.
 pub mod auth;
 /// Every setting: flags, environment, `.env`; validation to one clear line.
 pub mod config;
@@ -17,7 +20,9 @@ pub mod graphql;
 /// The accept loop and connection bounds, the router, the GraphQL-over-HTTP
 /// pipeline, the CSRF rule, CORS, health, GraphiQL.
 pub mod http;
-/// Posts and cursor pagination.
+/// Cursor pagination shared by every connection.
+pub mod pages;
+/// Posts: writing, editing, deleting (and who may), reading a page.
 pub mod posts;
 /// The typed session, read from and written to its cookie; the session
 /// stores (SQL or Redis), listing and revocation.
@@ -39,8 +44,7 @@ use db::{ConnectError, Db};
 use http::AppState;
 use http::client_ip::TrustedProxies;
 use http::server::ConnectionLimits;
-use sessions::redis::RedisSessionStore;
-use sessions::store::{SqlSessionStore, Store};
+use sessions::store::Store;
 use sessions::{SessionPolicy, Sessions};
 
 /// Why the server could not start.
@@ -71,14 +75,9 @@ impl App {
         let db = Db::connect(&config.database_url).await?;
         db.migrate().await?;
         let passwords = Arc::new(Passwords::new().await?);
-        let store = match &config.redis {
-            Some(redis) => Store::Redis(
-                RedisSessionStore::connect(&redis.url, &redis.key_prefix)
-                    .await
-                    .map_err(StartError::Redis)?,
-            ),
-            None => Store::Sql(SqlSessionStore::new(db.clone())),
-        };
+        let store = Store::open(&db, config.redis.as_ref())
+            .await
+            .map_err(StartError::Redis)?;
         let throttle = Throttle::new(
             db.clone(),
             match &store {

@@ -34,6 +34,17 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => return fail(&err.to_string()),
     };
+    if let Command::CreateAdmin { username } = &command {
+        return match blogql::admin::create_admin(&config, username, blogql::admin::read_password)
+            .await
+        {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&err.to_string()),
+        };
+    }
     if command == Command::Migrate {
         let migrated = async {
             let db = blogql::db::Db::connect(&config.database_url).await?;

@@ -61,6 +61,19 @@ pub fn body(value: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// An API token's name: 1–64 characters after trimming; returns it trimmed.
+pub fn token_name(value: &str) -> Result<&str, Invalid> {
+    no_nul("name", value)?;
+    let trimmed = value.trim();
+    if !(1..=64).contains(&trimmed.chars().count()) {
+        return Err(invalid(
+            "name",
+            "name must be 1 to 64 characters after trimming",
+        ));
+    }
+    Ok(trimmed)
+}
+
 /// A page size: 1..=100.
 pub fn first(value: i32) -> Result<i64, Invalid> {
     if !(1..=100).contains(&value) {

@@ -1,7 +1,9 @@
-//! Users: registration, lookup, checking a login, and the throttle on both.
+//! Users: registration, lookup, checking a login, and the throttle on both;
+//! roles and the first admin; API tokens.
 
 pub mod passwords;
 pub mod throttle;
+pub mod tokens;
 
 use std::net::IpAddr;
 
@@ -11,6 +13,7 @@ use time::PrimitiveDateTime;
 
 use crate::db::schema::{sessions, users};
 use crate::db::{Db, DbError, now, with_conn, with_tx};
+use crate::pages::{Page, PageRequest};
 use crate::validate::{self, Invalid};
 use passwords::{HashError, Passwords};
 use throttle::{Throttle, ThrottleKeys};
@@ -23,7 +26,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    /// The role as stored (and as GraphQL names it).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::User => "USER",
             Self::Admin => "ADMIN",
@@ -71,6 +75,14 @@ pub enum AccountError {
     Hash(#[from] HashError),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    /// `setUserRole` for a user that does not exist.
+    #[error("there is no user with this id")]
+    NoSuchUser,
+    #[error(
+        "you have {} API tokens; revoke one before creating another",
+        tokens::MAX_TOKENS_PER_USER
+    )]
+    TooManyTokens,
 }
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
@@ -84,6 +96,13 @@ impl User {
             .first(conn)
             .await
             .optional()?))
+    }
+
+    /// The user with this username, matched in any case.
+    pub async fn find_by_username(db: &Db, username: &str) -> Result<Option<User>, DbError> {
+        Ok(Self::find_credentials(db, username)
+            .await?
+            .map(|(user, _)| user))
     }
 
     /// The users with these ids (those that exist), in no particular order.
@@ -104,6 +123,53 @@ impl User {
             .first(conn)
             .await
             .optional()?))
+    }
+
+    /// The user with this id and their password hash.
+    async fn find_with_hash(db: &Db, id: i64) -> Result<Option<(User, String)>, DbError> {
+        Ok(with_conn!(db, conn => users::table
+            .find(id)
+            .select((User::as_select(), users::password_hash))
+            .first(conn)
+            .await
+            .optional()?))
+    }
+
+    /// A page of users, oldest account first; one query.
+    pub async fn page(db: &Db, request: PageRequest) -> Result<Page<User>, DbError> {
+        let rows = with_conn!(db, conn => {
+            let mut query = users::table
+                .select(User::as_select())
+                .order(users::id.asc())
+                .limit(request.limit())
+                .into_boxed();
+            if let Some(after) = request.after {
+                query = query.filter(users::id.gt(after));
+            }
+            query.load(conn).await?
+        });
+        Ok(Page::from_rows(rows, request))
+    }
+
+    /// Gives user `id` the role `role`: the user as it is now, and whether
+    /// the role changed (the role a user already has changes nothing).
+    /// Ending the user's sessions is the caller's part: they may live
+    /// outside the database.
+    pub async fn set_role(db: &Db, id: i64, role: Role) -> Result<(User, bool), AccountError> {
+        let changed: Option<User> = with_conn!(db, write conn => diesel::update(users::table
+            .find(id)
+            .filter(users::role.ne(role.as_str())))
+            .set(users::role.eq(role.as_str()))
+            .returning(User::as_returning())
+            .get_result(conn)
+            .await
+            .optional()
+            .map_err(DbError::from)?);
+        if let Some(user) = changed {
+            return Ok((user, true));
+        }
+        let user = Self::find(db, id).await?.ok_or(AccountError::NoSuchUser)?;
+        Ok((user, false))
     }
 
     /// The password hash of the user with this id.
@@ -145,11 +211,34 @@ pub async fn register(
         return Err(AccountError::UsernameTaken);
     }
     let password_hash = passwords.hash(password).await?;
+    insert_user(db, username, &password_hash, Role::User).await
+}
+
+/// Creates `username` as an admin (`blogql create-admin`, for the first
+/// one): the contract's rules, but no throttle (an operator runs it).
+pub async fn create_admin(
+    db: &Db,
+    passwords: &Passwords,
+    username: &str,
+    password: &str,
+) -> Result<User, AccountError> {
+    validate::username(username)?;
+    validate::password(password)?;
+    let password_hash = passwords.hash(password).await?;
+    insert_user(db, username, &password_hash, Role::Admin).await
+}
+
+async fn insert_user(
+    db: &Db,
+    username: &str,
+    password_hash: &str,
+    role: Role,
+) -> Result<User, AccountError> {
     let inserted = with_conn!(db, write conn => diesel::insert_into(users::table)
         .values((
             users::username.eq(username),
-            users::password_hash.eq(&password_hash),
-            users::role.eq(Role::User.as_str()),
+            users::password_hash.eq(password_hash),
+            users::role.eq(role.as_str()),
             users::created_at.eq(now()),
         ))
         .returning(User::as_returning())
@@ -199,11 +288,13 @@ pub async fn authenticate(
         throttle.succeeded(attempt).await?;
         // A password change may have landed while the hash was checked (it
         // takes tens of milliseconds): the old password must not open a
-        // session after the change has ended the others.
-        if User::password_hash(db, user.id).await?.as_deref() != Some(verified.as_str()) {
-            return Err(AccountError::InvalidCredentials);
-        }
-        return Ok(user);
+        // session after the change has ended the others. Read again, the
+        // user also carries a role changed meanwhile, not the one the
+        // session's snapshot would otherwise keep.
+        return match User::find_with_hash(db, user.id).await? {
+            Some((user, hash)) if hash == verified => Ok(user),
+            _ => Err(AccountError::InvalidCredentials),
+        };
     }
     throttle.failed(attempt).await?;
     Err(AccountError::InvalidCredentials)

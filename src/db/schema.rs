@@ -17,6 +17,7 @@ diesel::table! {
         title -> Text,
         body -> Text,
         created_at -> Timestamp,
+        updated_at -> Nullable<Timestamp>,
     }
 }
 
@@ -49,6 +50,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    api_tokens (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        name -> Text,
+        token_hash -> Text,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::joinable!(posts -> users (author_id));
+diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, posts, sessions, login_failures, rate_windows);
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    posts,
+    sessions,
+    login_failures,
+    rate_windows,
+    api_tokens
+);

@@ -1,8 +1,9 @@
 //! The one mapping from failures to what a client sees: `extensions.code`.
 //!
-//! Domain modules return their own error enums (`AccountError`, `DbError`,
-//! `SessionError`, `validate::Invalid`); resolvers turn them into
-//! [`ApiError`] with `?`. Internal failures are logged here with a
+//! Domain modules return their own error enums (`AccountError`, `PostError`,
+//! `DbError`, `SessionError`, `validate::Invalid`); resolvers turn them into
+//! [`ApiError`] with `?`. Ownership is a domain rule (`PostError::NotOwner`)
+//! and becomes `FORBIDDEN` here, like the guards' refusals. Internal failures are logged here with a
 //! correlation id and reach the client only as `INTERNAL_SERVER_ERROR` with
 //! that id, never the detail.
 
@@ -13,6 +14,7 @@ use async_graphql::{ErrorExtensions, ServerError};
 use crate::accounts::AccountError;
 use crate::accounts::passwords::HashError;
 use crate::db::DbError;
+use crate::posts::PostError;
 use crate::sessions::SessionError;
 use crate::validate::Invalid;
 
@@ -172,6 +174,27 @@ impl From<AccountError> for ApiError {
             AccountError::Db(err) => err.into(),
             AccountError::Hash(err) => err.into(),
             AccountError::Redis(err) => Self::internal(err),
+            AccountError::NoSuchUser => Self::BadUserInput(Invalid {
+                field: "userId",
+                message: AccountError::NoSuchUser.to_string(),
+            }),
+            AccountError::TooManyTokens => Self::BadUserInput(Invalid {
+                field: "name",
+                message: AccountError::TooManyTokens.to_string(),
+            }),
+        }
+    }
+}
+
+impl From<PostError> for ApiError {
+    fn from(err: PostError) -> Self {
+        match err {
+            PostError::NotFound => Self::BadUserInput(Invalid {
+                field: "id",
+                message: PostError::NotFound.to_string(),
+            }),
+            PostError::NotOwner => Self::Forbidden,
+            PostError::Db(err) => err.into(),
         }
     }
 }

@@ -52,6 +52,11 @@ pub struct Services {
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
+/// The caller of a request authenticated by an API token (which then has
+/// no cookie session: see [`crate::auth`]).
+#[derive(Debug, Clone)]
+pub struct TokenCaller(pub Principal);
+
 fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
     Schema::build(Query, Mutation, EmptySubscription)
         .limit_depth(MAX_DEPTH)
@@ -91,8 +96,11 @@ pub fn sdl() -> String {
 pub(crate) trait RequestContext<'a> {
     /// The shared services.
     fn services(&self) -> &'a Services;
-    /// The request's cookie session (signing in and out, listing sessions).
+    /// The request's cookie session (signing in and out, listing sessions);
+    /// a request authenticated by a token has an empty one.
     fn session(&self) -> &'a AuthSession;
+    /// The caller, when an API token authenticated the request.
+    fn token_caller(&self) -> Option<&'a Principal>;
     /// The client's address, after trusted proxies.
     fn client(&self) -> IpAddr;
 }
@@ -109,10 +117,18 @@ impl<'a> RequestContext<'a> for Context<'a> {
     fn client(&self) -> IpAddr {
         self.data_unchecked::<ClientAddr>().0
     }
+
+    fn token_caller(&self) -> Option<&'a Principal> {
+        self.data_opt::<TokenCaller>().map(|caller| &caller.0)
+    }
 }
 
-/// The signed-in caller, if any: resolved from the request's cookie session.
+/// The signed-in caller, if any: the request's API token's owner, or else
+/// the user of its cookie session.
 pub(crate) async fn principal(ctx: &Context<'_>) -> Result<Option<Principal>, ApiError> {
+    if let Some(caller) = ctx.token_caller() {
+        return Ok(Some(caller.clone()));
+    }
     let session = ctx.session();
     // The session's own snapshot of its user: no query.
     if let Some(user) = session.user().await? {

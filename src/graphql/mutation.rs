@@ -3,14 +3,23 @@
 use async_graphql::{Context, ID, Object};
 
 use super::error::ApiError;
-use super::guard::LoggedIn;
+use super::guard::{ByCookie, HasRole, LoggedIn};
 use super::types::{
-    ChangePasswordInput, CreatePostInput, LoginInput, PostObject, RegisterInput, UserObject,
+    ApiTokenObject, ChangePasswordInput, CreatePostInput, LoginInput, NewApiTokenObject,
+    PostObject, RegisterInput, RoleValue, UpdatePostInput, UserObject,
 };
 use super::{RequestContext, signed_in};
-use crate::accounts;
+use crate::accounts::tokens::ApiToken;
+use crate::accounts::{self, Role, User};
+use crate::auth::Via;
 use crate::posts::Post;
 use crate::validate;
+
+/// The numeric id an `ID` names; `None` for one this server never issued
+/// (which then names nothing).
+fn row_id(id: &ID) -> Option<i64> {
+    id.parse().ok()
+}
 
 /// What a field that hashes a password costs: over half the complexity
 /// limit, so one operation runs at most one argon2 hash (aliases would
@@ -60,23 +69,28 @@ impl Mutation {
         Ok(UserObject(user))
     }
 
-    /// Ends this session.
+    /// Ends this session. A request authenticated by an API token has no
+    /// session: nothing ends (revoke the token instead), and the answer is
+    /// `false`.
     #[graphql(guard = "LoggedIn")]
     async fn logout(&self, ctx: &Context<'_>) -> Result<bool, ApiError> {
+        if let Via::Token(_) = signed_in(ctx).await?.via {
+            return Ok(false);
+        }
         ctx.session().sign_out().await?;
         Ok(true)
     }
 
     /// Ends one of the caller's own sessions; `false` for a handle that is
     /// not one of them (nobody else's session is ever ended).
-    #[graphql(guard = "LoggedIn")]
+    #[graphql(guard = "ByCookie")]
     async fn revoke_session(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
         let caller = signed_in(ctx).await?;
         Ok(ctx.session().revoke(caller.user_id(), id.as_str()).await?)
     }
 
     /// Ends every other session of the caller; how many were ended.
-    #[graphql(guard = "LoggedIn")]
+    #[graphql(guard = "ByCookie")]
     async fn logout_other_sessions(&self, ctx: &Context<'_>) -> Result<i32, ApiError> {
         let caller = signed_in(ctx).await?;
         let ended = ctx.session().end_others(caller.user_id()).await?;
@@ -86,7 +100,7 @@ impl Mutation {
     /// Changes the caller's password (the current one checked like a login),
     /// ends every other session of theirs and gives this one a new ID.
     #[graphql(
-        guard = "LoggedIn",
+        guard = "ByCookie",
         complexity = "PASSWORD_FIELD_COMPLEXITY + child_complexity"
     )]
     async fn change_password(
@@ -134,5 +148,76 @@ impl Mutation {
         let author_id = signed_in(ctx).await?.user_id();
         let post = Post::create(&ctx.services().db, author_id, title, &input.body).await?;
         Ok(PostObject::from(post))
+    }
+
+    /// Edits a post: its author's or, for an admin, any.
+    #[graphql(guard = "LoggedIn")]
+    async fn update_post(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdatePostInput,
+    ) -> Result<PostObject, ApiError> {
+        let edit = input.edit()?;
+        let caller = signed_in(ctx).await?;
+        let id = row_id(&id).ok_or(crate::posts::PostError::NotFound)?;
+        let post = Post::update(&ctx.services().db, &caller, id, edit).await?;
+        Ok(PostObject::from(post))
+    }
+
+    /// Deletes a post: its author's or, for an admin, any; `false` when
+    /// there is no such post.
+    #[graphql(guard = "LoggedIn")]
+    async fn delete_post(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
+        let caller = signed_in(ctx).await?;
+        let Some(id) = row_id(&id) else {
+            return Ok(false);
+        };
+        Ok(Post::delete(&ctx.services().db, &caller, id).await?)
+    }
+
+    /// Gives a user a role, and ends every session of theirs so that none
+    /// goes on with the old one; for admins. The role the user already has
+    /// changes nothing.
+    #[graphql(guard = "HasRole(Role::Admin)")]
+    async fn set_user_role(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        role: RoleValue,
+    ) -> Result<UserObject, ApiError> {
+        let id = row_id(&user_id).ok_or(accounts::AccountError::NoSuchUser)?;
+        let (user, changed) = User::set_role(&ctx.services().db, id, role.into()).await?;
+        if changed {
+            ctx.session().end_all_of(user.id).await?;
+        }
+        Ok(UserObject(user))
+    }
+
+    /// Creates an API token for the caller: the token is in this answer
+    /// only, and stored hashed.
+    #[graphql(guard = "ByCookie")]
+    async fn create_api_token(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> Result<NewApiTokenObject, ApiError> {
+        let caller = signed_in(ctx).await?;
+        let (token, stored) = ApiToken::create(&ctx.services().db, caller.user_id(), &name).await?;
+        Ok(NewApiTokenObject {
+            token,
+            api_token: ApiTokenObject(stored),
+        })
+    }
+
+    /// Revokes one of the caller's API tokens; `false` for an id that is
+    /// not one of them.
+    #[graphql(guard = "ByCookie")]
+    async fn revoke_api_token(&self, ctx: &Context<'_>, id: ID) -> Result<bool, ApiError> {
+        let caller = signed_in(ctx).await?;
+        let Some(id) = row_id(&id) else {
+            return Ok(false);
+        };
+        Ok(ApiToken::revoke(&ctx.services().db, caller.user_id(), id).await?)
     }
 }

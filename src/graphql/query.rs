@@ -3,12 +3,14 @@
 use async_graphql::{Context, ID, Object};
 
 use super::error::ApiError;
-use super::guard::LoggedIn;
+use super::guard::{ByCookie, HasRole};
 use super::types::{
-    DEFAULT_PAGE_SIZE, PostConnection, PostObject, SessionObject, UserObject, page_complexity,
-    post_page,
+    ApiTokenObject, DEFAULT_PAGE_SIZE, PostConnection, PostObject, SessionObject, UserConnection,
+    UserObject, page_complexity, post_page, user_page,
 };
 use super::{RequestContext, principal, signed_in};
+use crate::accounts::Role;
+use crate::accounts::tokens::ApiToken;
 use crate::posts::Post;
 
 /// Reads.
@@ -24,7 +26,7 @@ impl Query {
     }
 
     /// The caller's own live sessions, newest first.
-    #[graphql(guard = "LoggedIn")]
+    #[graphql(guard = "ByCookie")]
     async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<SessionObject>, ApiError> {
         let caller = signed_in(ctx).await?;
         Ok(ctx
@@ -34,6 +36,31 @@ impl Query {
             .into_iter()
             .map(SessionObject)
             .collect())
+    }
+
+    /// The caller's own API tokens, newest first (revoked ones are gone).
+    #[graphql(guard = "ByCookie")]
+    async fn api_tokens(&self, ctx: &Context<'_>) -> Result<Vec<ApiTokenObject>, ApiError> {
+        let caller = signed_in(ctx).await?;
+        Ok(ApiToken::list(&ctx.services().db, caller.user_id())
+            .await?
+            .into_iter()
+            .map(ApiTokenObject)
+            .collect())
+    }
+
+    /// Every account, oldest first; for admins.
+    #[graphql(
+        guard = "HasRole(Role::Admin)",
+        complexity = "page_complexity(first.unwrap_or(DEFAULT_PAGE_SIZE), child_complexity)"
+    )]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<UserConnection, ApiError> {
+        user_page(ctx, first.unwrap_or(DEFAULT_PAGE_SIZE), after).await
     }
 
     /// All posts, newest first.

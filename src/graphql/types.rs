@@ -10,8 +10,10 @@ use time::OffsetDateTime;
 use super::RequestContext;
 use super::error::ApiError;
 use super::loaders::UserLoader;
+use crate::accounts::tokens::ApiToken;
 use crate::accounts::{self, User};
-use crate::posts::{self, PageRequest, Post};
+use crate::pages::{self, CursorKind, Page, PageRequest};
+use crate::posts::{Post, PostEdit};
 use crate::sessions::SessionInfo;
 use crate::validate;
 
@@ -21,6 +23,15 @@ use crate::validate;
 pub enum RoleValue {
     User,
     Admin,
+}
+
+impl From<RoleValue> for accounts::Role {
+    fn from(role: RoleValue) -> Self {
+        match role {
+            RoleValue::User => Self::User,
+            RoleValue::Admin => Self::Admin,
+        }
+    }
 }
 
 impl From<accounts::Role> for RoleValue {
@@ -114,6 +125,11 @@ impl PostObject {
     async fn created_at(&self) -> OffsetDateTime {
         self.0.created_at.assume_utc()
     }
+
+    /// Null until the post is first edited.
+    async fn updated_at(&self) -> Option<OffsetDateTime> {
+        self.0.updated_at.map(|at| at.assume_utc())
+    }
 }
 
 /// A page of posts.
@@ -153,6 +169,40 @@ pub(super) fn page_complexity(first: i32, child_complexity: usize) -> usize {
     (first.clamp(1, 100) as usize).saturating_mul(child_complexity.max(1))
 }
 
+/// The page a `first`/`after` pair asks for, checked: a cursor of another
+/// kind (or none of ours) is `BAD_USER_INPUT` on `after`.
+fn page_request(
+    kind: CursorKind,
+    first: i32,
+    after: Option<String>,
+) -> Result<PageRequest, ApiError> {
+    let first = validate::first(first)?;
+    let after = match after {
+        None => None,
+        Some(cursor) => {
+            Some(
+                pages::decode_cursor(kind, &cursor).ok_or_else(|| validate::Invalid {
+                    field: "after",
+                    message: "after is not a cursor this server issued".into(),
+                })?,
+            )
+        }
+    };
+    Ok(PageRequest { first, after })
+}
+
+impl PageInfo {
+    /// Where `page` sits, with the cursors of its first and last items.
+    fn of<T>(page: &Page<T>, cursors: &[String]) -> Self {
+        Self {
+            has_next_page: page.has_next_page,
+            has_previous_page: page.has_previous_page,
+            start_cursor: cursors.first().cloned(),
+            end_cursor: cursors.last().cloned(),
+        }
+    }
+}
+
 /// Reads a page of posts (of one author, or of all) for `posts` fields.
 pub(super) async fn post_page(
     ctx: &Context<'_>,
@@ -160,17 +210,8 @@ pub(super) async fn post_page(
     first: i32,
     after: Option<String>,
 ) -> Result<PostConnection, ApiError> {
-    let first = validate::first(first)?;
-    let after = match after {
-        None => None,
-        Some(cursor) => Some(
-            posts::decode_cursor(&cursor).ok_or_else(|| validate::Invalid {
-                field: "after",
-                message: "after is not a cursor this server issued".into(),
-            })?,
-        ),
-    };
-    let page = Post::page(&ctx.services().db, author_id, PageRequest { first, after }).await?;
+    let request = page_request(CursorKind::Post, first, after)?;
+    let mut page = Post::page(&ctx.services().db, author_id, request).await?;
     // The authors of the whole page in one batch, asked for before any post
     // resolves: left to each `Post.author`, the batch would depend on how
     // many posts resolved within the loader's delay.
@@ -181,32 +222,69 @@ pub(super) async fn post_page(
         .field("author")
         .exists();
     let authors = if wants_authors {
-        let ids: Vec<i64> = page.posts.iter().map(|post| post.author_id).collect();
+        let ids: Vec<i64> = page.items.iter().map(|post| post.author_id).collect();
         let loader = ctx.data_unchecked::<DataLoader<UserLoader>>();
         loader.load_many(ids).await.map_err(ApiError::internal)?
     } else {
         HashMap::new()
     };
-    let edges: Vec<PostEdge> = page
-        .posts
+    let cursors: Vec<String> = page
+        .items
+        .iter()
+        .map(|post| pages::encode_cursor(CursorKind::Post, post.id))
+        .collect();
+    let page_info = PageInfo::of(&page, &cursors);
+    let edges = std::mem::take(&mut page.items)
         .into_iter()
-        .map(|post| {
+        .zip(cursors)
+        .map(|(post, cursor)| {
             let author = authors.get(&post.author_id).cloned();
             PostEdge {
-                cursor: posts::encode_cursor(post.id),
+                cursor,
                 node: PostObject(post, author),
             }
         })
         .collect();
-    Ok(PostConnection {
-        page_info: PageInfo {
-            has_next_page: page.has_next_page,
-            has_previous_page: page.has_previous_page,
-            start_cursor: edges.first().map(|edge| edge.cursor.clone()),
-            end_cursor: edges.last().map(|edge| edge.cursor.clone()),
-        },
-        edges,
-    })
+    Ok(PostConnection { edges, page_info })
+}
+
+/// A page of users, oldest account first.
+#[derive(SimpleObject)]
+pub struct UserConnection {
+    pub edges: Vec<UserEdge>,
+    pub page_info: PageInfo,
+}
+
+/// A user and its cursor.
+#[derive(SimpleObject)]
+pub struct UserEdge {
+    pub cursor: String,
+    pub node: UserObject,
+}
+
+/// Reads a page of users for `users`.
+pub(super) async fn user_page(
+    ctx: &Context<'_>,
+    first: i32,
+    after: Option<String>,
+) -> Result<UserConnection, ApiError> {
+    let request = page_request(CursorKind::User, first, after)?;
+    let mut page = User::page(&ctx.services().db, request).await?;
+    let cursors: Vec<String> = page
+        .items
+        .iter()
+        .map(|user| pages::encode_cursor(CursorKind::User, user.id))
+        .collect();
+    let page_info = PageInfo::of(&page, &cursors);
+    let edges = std::mem::take(&mut page.items)
+        .into_iter()
+        .zip(cursors)
+        .map(|(user, cursor)| UserEdge {
+            cursor,
+            node: UserObject(user),
+        })
+        .collect();
+    Ok(UserConnection { edges, page_info })
 }
 
 /// `register`'s input.
@@ -230,6 +308,64 @@ pub struct LoginInput {
 pub struct CreatePostInput {
     pub title: String,
     pub body: String,
+}
+
+/// `updatePost`'s input: the fields to replace.
+#[derive(InputObject)]
+pub struct UpdatePostInput {
+    pub title: Option<String>,
+    pub body: Option<String>,
+}
+
+impl UpdatePostInput {
+    /// The edit, each field checked like `createPost`'s; at least one.
+    pub fn edit(&self) -> Result<PostEdit<'_>, validate::Invalid> {
+        if self.title.is_none() && self.body.is_none() {
+            return Err(validate::Invalid {
+                field: "input",
+                message: "input must change the title, the body or both".into(),
+            });
+        }
+        let title = self.title.as_deref().map(validate::title).transpose()?;
+        if let Some(body) = &self.body {
+            validate::body(body)?;
+        }
+        Ok(PostEdit {
+            title,
+            body: self.body.as_deref(),
+        })
+    }
+}
+
+/// One of the caller's API tokens; never the token itself.
+pub struct ApiTokenObject(pub ApiToken);
+
+#[Object(name = "ApiToken")]
+impl ApiTokenObject {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn created_at(&self) -> OffsetDateTime {
+        self.0.created_at.assume_utc()
+    }
+
+    /// Lags the last use by at most a minute; null until first used.
+    async fn last_used_at(&self) -> Option<OffsetDateTime> {
+        self.0.last_used_at.map(|at| at.assume_utc())
+    }
+}
+
+/// A token just created: `token` is shown this once, and stored only hashed.
+#[derive(SimpleObject)]
+#[graphql(name = "NewApiToken")]
+pub struct NewApiTokenObject {
+    pub token: String,
+    pub api_token: ApiTokenObject,
 }
 
 /// One of the caller's live sessions (a device signed in).

@@ -66,6 +66,8 @@ pub fn router(state: AppState, cors_origins: Vec<HeaderValue>) -> Router {
                 .allow_headers([
                     header::CONTENT_TYPE,
                     header::ACCEPT,
+                    // API tokens, for apps on an allowed origin.
+                    header::AUTHORIZATION,
                     header::HeaderName::from_static("apollo-require-preflight"),
                     header::HeaderName::from_static("x-apollo-operation-name"),
                 ])

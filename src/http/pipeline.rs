@@ -1,5 +1,5 @@
-//! GraphQL over HTTP, from the request to the answer: read the operation
-//! (bounded), the method and CSRF rules, the document's bounds, execution,
+//! GraphQL over HTTP, from the request to the answer: the API token, if
+//! any; read the operation (bounded), the method and CSRF rules, the document's bounds, execution,
 //! and the session write — each refusal through [`super::respond`], and the
 //! whole of it within the request time limit.
 
@@ -15,10 +15,11 @@ use serde::Deserialize;
 
 use super::respond::{ResponseFormat, is_request_error, refusal};
 use super::{AppState, csrf};
-use crate::graphql::ClientAddr;
+use crate::auth::{self, BearerError};
 use crate::graphql::documents::{MAX_QUERY_BYTES, ParseFailure};
 use crate::graphql::error::{ErrorCode, ensure_codes, log_internal};
 use crate::graphql::shape;
+use crate::graphql::{ClientAddr, TokenCaller};
 
 /// Largest request body: a 50,000-character post fits several times over.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -45,7 +46,17 @@ pub async fn handle(state: AppState, peer: SocketAddr, request: Request, is_get:
 async fn run(state: AppState, peer: SocketAddr, request: Request, is_get: bool) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let passes_csrf_rule = csrf::allows(headers);
+    // A token is checked first: one that does not authenticate refuses the
+    // request whatever else it is; one that does carries no cookie
+    // authority, so the CSRF rule (which guards the cookie) is not for it.
+    let token_caller = match auth::from_bearer(&state.db, headers).await {
+        Ok(caller) => caller,
+        Err(BearerError::Invalid) => return super::respond::invalid_token(),
+        Err(BearerError::Db(err)) => {
+            return ResponseFormat::negotiate(headers).failed(&log_internal(err));
+        }
+    };
+    let passes_csrf_rule = token_caller.is_some() || csrf::allows(headers);
     // A POST is refused before its body is read; a GET only after it is
     // known not to be a mutation, which gets 405 whatever its headers.
     if !is_get && !passes_csrf_rule {
@@ -111,8 +122,16 @@ async fn run(state: AppState, peer: SocketAddr, request: Request, is_get: bool) 
         .remember
         .then(|| (operation.query.clone(), parsed.document.clone()));
     operation.set_parsed_query(parsed.document);
-    let session = std::sync::Arc::new(state.sessions.resolve(headers, client).await);
-    let operation = operation.data(session.clone()).data(ClientAddr(client));
+    // With a token, the cookie is ignored: the session starts empty.
+    let session = match &token_caller {
+        None => state.sessions.resolve(headers, client).await,
+        Some(_) => state.sessions.without_cookie(headers, client),
+    };
+    let session = std::sync::Arc::new(session);
+    let mut operation = operation.data(session.clone()).data(ClientAddr(client));
+    if let Some(caller) = token_caller {
+        operation = operation.data(TokenCaller(caller));
+    }
     let mut response = state.schema.execute(operation).await;
     if let Some((query, document)) = remember
         && !is_request_error(&response)

@@ -20,6 +20,22 @@ pub fn refusal(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     )
 }
 
+/// The refusal of a request whose `Authorization: Bearer` token is
+/// malformed, unknown or revoked: HTTP 401 whatever the media type, never
+/// an anonymous answer.
+pub fn invalid_token() -> Response {
+    let mut response = refusal(
+        StatusCode::UNAUTHORIZED,
+        ErrorCode::Unauthenticated,
+        "the API token is malformed, unknown or revoked",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    response
+}
+
 /// The answer to a failure that was logged under `correlation_id`.
 pub fn internal(status: StatusCode, format: ResponseFormat, correlation_id: &str) -> Response {
     let body = error_body(

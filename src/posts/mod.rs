@@ -1,17 +1,15 @@
-//! Posts and their cursor pagination.
-//!
-//! Pages are newest first and keyed by post id, which only grows: a cursor
-//! names a post, and the next page is "older than that post", so posts added
-//! between two pages neither repeat nor push others across the boundary.
+//! Posts: writing, editing and deleting them (by whom: [`Post::may_be_changed_by`]),
+//! and reading them a page at a time, newest first (see [`crate::pages`]).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::PrimitiveDateTime;
 
+use crate::accounts::Role;
+use crate::auth::Principal;
 use crate::db::schema::posts;
 use crate::db::{Db, DbError, now, with_conn};
+use crate::pages::{Page, PageRequest};
 
 /// A post as stored.
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -22,40 +20,28 @@ pub struct Post {
     pub title: String,
     pub body: String,
     pub created_at: PrimitiveDateTime,
+    /// `None` until the post is first edited.
+    pub updated_at: Option<PrimitiveDateTime>,
 }
 
-/// Which page to read.
-#[derive(Debug, Clone, Copy)]
-pub struct PageRequest {
-    /// Page size, already validated (1..=100).
-    pub first: i64,
-    /// Only posts older than this one.
-    pub after: Option<i64>,
+/// Why a post could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("there is no post with this id")]
+    NotFound,
+    /// Only its author or an admin may edit or delete a post.
+    #[error("only the post's author or an admin may change it")]
+    NotOwner,
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
 
-/// One page, newest first.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub posts: Vec<Post>,
-    pub has_next_page: bool,
-    pub has_previous_page: bool,
-}
-
-const CURSOR_PREFIX: &str = "post:";
-
-/// The opaque cursor of a post.
-pub fn encode_cursor(post_id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{post_id}"))
-}
-
-/// The post id a cursor names, if it is one of ours.
-pub fn decode_cursor(cursor: &str) -> Option<i64> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    std::str::from_utf8(&bytes)
-        .ok()?
-        .strip_prefix(CURSOR_PREFIX)?
-        .parse()
-        .ok()
+/// An edit, already validated: the fields to replace (at least one).
+#[derive(Debug, Clone, Copy, AsChangeset)]
+#[diesel(table_name = posts)]
+pub struct PostEdit<'a> {
+    pub title: Option<&'a str>,
+    pub body: Option<&'a str>,
 }
 
 impl Post {
@@ -85,17 +71,60 @@ impl Post {
             .optional()?))
     }
 
-    /// A page of posts, of one author or of all; one query.
+    /// The rule for editing and deleting: the author, or an admin.
+    pub fn may_be_changed_by(&self, caller: &Principal) -> bool {
+        self.author_id == caller.user_id() || caller.role() == Role::Admin
+    }
+
+    /// Applies `edit` to post `id` for `caller`, and marks it edited now.
+    pub async fn update(
+        db: &Db,
+        caller: &Principal,
+        id: i64,
+        edit: PostEdit<'_>,
+    ) -> Result<Post, PostError> {
+        // A post's author never changes, so the check cannot go stale.
+        let post = Self::find(db, id).await?.ok_or(PostError::NotFound)?;
+        if !post.may_be_changed_by(caller) {
+            return Err(PostError::NotOwner);
+        }
+        let updated = with_conn!(db, write conn => diesel::update(posts::table.find(id))
+            .set((edit, posts::updated_at.eq(now())))
+            .returning(Post::as_returning())
+            .get_result(conn)
+            .await
+            .optional()
+            .map_err(DbError::from)?);
+        // Deleted while it was checked.
+        updated.ok_or(PostError::NotFound)
+    }
+
+    /// Deletes post `id` for `caller`; `false` when there is no such post.
+    pub async fn delete(db: &Db, caller: &Principal, id: i64) -> Result<bool, PostError> {
+        let Some(post) = Self::find(db, id).await? else {
+            return Ok(false);
+        };
+        if !post.may_be_changed_by(caller) {
+            return Err(PostError::NotOwner);
+        }
+        let deleted = with_conn!(db, write conn => diesel::delete(posts::table.find(id))
+            .execute(conn)
+            .await
+            .map_err(DbError::from)?);
+        Ok(deleted == 1)
+    }
+
+    /// A page of posts, newest first, of one author or of all; one query.
     pub async fn page(
         db: &Db,
         author_id: Option<i64>,
         request: PageRequest,
-    ) -> Result<Page, DbError> {
-        let mut posts: Vec<Post> = with_conn!(db, conn => {
+    ) -> Result<Page<Post>, DbError> {
+        let rows: Vec<Post> = with_conn!(db, conn => {
             let mut query = posts::table
                 .select(Post::as_select())
                 .order(posts::id.desc())
-                .limit(request.first + 1)
+                .limit(request.limit())
                 .into_boxed();
             if let Some(author_id) = author_id {
                 query = query.filter(posts::author_id.eq(author_id));
@@ -105,12 +134,6 @@ impl Post {
             }
             query.load(conn).await?
         });
-        let has_next_page = posts.len() as i64 > request.first;
-        posts.truncate(request.first as usize);
-        Ok(Page {
-            posts,
-            has_next_page,
-            has_previous_page: request.after.is_some(),
-        })
+        Ok(Page::from_rows(rows, request))
     }
 }

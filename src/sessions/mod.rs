@@ -228,6 +228,16 @@ impl Sessions {
                 found.or(several.first().copied())
             }
         };
+        self.session(id, headers, client)
+    }
+
+    /// An empty session for a request whose cookie does not count (one
+    /// authenticated by an API token): it can only sign in anew.
+    pub fn without_cookie(&self, headers: &HeaderMap, client: IpAddr) -> AuthSession {
+        self.session(None, headers, client)
+    }
+
+    fn session(&self, id: Option<Id>, headers: &HeaderMap, client: IpAddr) -> AuthSession {
         // A reference-counted copy: only a sign-in reads (and shortens) it.
         let user_agent = headers.get(header::USER_AGENT).cloned();
         AuthSession {
@@ -435,6 +445,18 @@ impl AuthSession {
         self.store
             .revoke_others(user_id, self.stored_key().as_deref())
             .await
+    }
+
+    /// Ends every session of `user_id` (this one too, when it is theirs);
+    /// how many there were.
+    pub async fn end_all_of(&self, user_id: i64) -> Result<usize, SessionError> {
+        let ended = self.store.revoke_others(user_id, None).await?;
+        let signed_in_as = *self.user.lock().unwrap_or_else(|p| p.into_inner());
+        if signed_in_as == Some(Some(user_id)) {
+            self.ended.store(true, Ordering::Release);
+            self.remember(None);
+        }
+        Ok(ended)
     }
 
     /// Gives the signed-in session a new ID (the old one is deleted now,

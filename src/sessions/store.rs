@@ -14,6 +14,7 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
 use crate::accounts::User;
+use crate::config::RedisConfig;
 use crate::db::schema::{sessions, users};
 use crate::db::{Db, DbError, now, with_conn};
 
@@ -247,6 +248,17 @@ pub enum Store {
 }
 
 impl Store {
+    /// The store the settings name: Redis when `redis` is set, else `db`.
+    /// Why Redis cannot be reached, if it cannot.
+    pub async fn open(db: &Db, redis: Option<&RedisConfig>) -> Result<Self, String> {
+        Ok(match redis {
+            Some(redis) => Self::Redis(
+                super::redis::RedisSessionStore::connect(&redis.url, &redis.key_prefix).await?,
+            ),
+            None => Self::Sql(SqlSessionStore::new(db.clone())),
+        })
+    }
+
     /// `user_id`'s live sessions; `current` is the asking session's key.
     pub async fn list(
         &self,

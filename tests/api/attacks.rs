@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -467,6 +468,28 @@ async fn nothing_secret_is_logged_even_at_trace() {
         .await,
     );
     let cookie = crate::helpers::session_cookie(&jar, server.address).expect("signed in");
+    let created = graphql(
+        "mutation { createApiToken(name: \"a token nobody logs\") { token } }",
+        json!({}),
+    )
+    .await;
+    let token = created["data"]["createApiToken"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned();
+    let stored: String = sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    for bearer in [token.as_str(), "blogql_a-wrong-token-nobody-logs"] {
+        reqwest::Client::new()
+            .post(server.url("/graphql"))
+            .bearer_auth(bearer)
+            .json(&json!({ "query": "{ me { id } }" }))
+            .send()
+            .await
+            .unwrap();
+    }
     let log = server.log();
     assert!(log.contains("TRACE"), "the log was captured at trace");
     for secret in [
@@ -475,6 +498,9 @@ async fn nothing_secret_is_logged_even_at_trace() {
         "a quiet title",
         "a body nobody logs",
         cookie.as_str(),
+        token.as_str(),
+        stored.as_str(),
+        "a-wrong-token-nobody-logs",
     ] {
         assert!(!log.contains(secret), "{secret:?} is in the log");
     }

@@ -90,6 +90,25 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// The settings that point a `blogql` process at this database (and
+    /// at its Redis key prefix).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![(
+            "DATABASE_URL",
+            match &self.url {
+                DatabaseUrl::Sqlite(path) => format!("sqlite://{path}"),
+                DatabaseUrl::Postgres(url) => url.clone(),
+            },
+        )];
+        if let Some(redis) = &self.redis {
+            env.push(("REDIS_URL", redis.url.clone()));
+            env.push(("BLOGQL_REDIS_KEY_PREFIX", redis.key_prefix.clone()));
+        }
+        env
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some(redis) = self.redis.take() {
@@ -462,10 +481,6 @@ impl Process {
             .expect("a free port")
             .port();
         let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
-        let database_url = match &database.url {
-            DatabaseUrl::Sqlite(path) => format!("sqlite://{path}"),
-            DatabaseUrl::Postgres(url) => url.clone(),
-        };
         let mut command = std::process::Command::new("prlimit");
         command
             .args(limits)
@@ -473,15 +488,10 @@ impl Process {
             .arg(blogql_bin())
             .current_dir(dir.path())
             .env("BLOGQL_BIND", address.to_string())
-            .env("DATABASE_URL", database_url)
+            .envs(database.env())
             .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
-        if let Some(redis) = &database.redis {
-            command
-                .env("REDIS_URL", &redis.url)
-                .env("BLOGQL_REDIS_KEY_PREFIX", &redis.key_prefix);
-        }
         for (name, value) in env {
             command.env(name, value);
         }
@@ -836,4 +846,177 @@ impl TestApp {
             .expect("BLOGQL_TEST_REDIS_URL answers");
         command(&mut conn).expect("the Redis command runs")
     }
+}
+
+/// A browser: a cookie jar, and the headers a web app sends. One actor of
+/// the two ways in (the other is [`TokenClient`]).
+pub struct Browser {
+    /// The client, with its cookie jar.
+    pub client: reqwest::Client,
+    address: SocketAddr,
+}
+
+impl Browser {
+    /// Runs an operation; the raw response.
+    pub async fn send(&self, query: &str, variables: Value) -> reqwest::Response {
+        self.client
+            .post(format!("http://{}/graphql", self.address))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    /// Runs an operation; the response body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        self.send(query, variables)
+            .await
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
+    /// Registers `username` with [`PASSWORD`] and signs in; the user's id.
+    pub async fn register(&self, username: &str) -> String {
+        let body = self
+            .graphql(
+                "mutation($input: RegisterInput!) { register(input: $input) { id } }",
+                json!({ "input": { "username": username, "password": PASSWORD } }),
+            )
+            .await;
+        assert_no_errors(&body);
+        body["data"]["register"]["id"]
+            .as_str()
+            .expect("an id")
+            .to_owned()
+    }
+
+    /// Signs in as `username` with `password`; the response body.
+    pub async fn login(&self, username: &str, password: &str) -> Value {
+        self.graphql(
+            "mutation($input: LoginInput!) { login(input: $input) { id username role } }",
+            json!({ "input": { "username": username, "password": password } }),
+        )
+        .await
+    }
+
+    /// The signed-in username and role, if any.
+    pub async fn me(&self) -> Option<(String, String)> {
+        let body = self.graphql("{ me { username role } }", json!({})).await;
+        assert_no_errors(&body);
+        let me = &body["data"]["me"];
+        Some((
+            me["username"].as_str()?.to_owned(),
+            me["role"].as_str()?.to_owned(),
+        ))
+    }
+
+    /// Publishes a post; its id.
+    pub async fn create_post(&self, title: &str, body: &str) -> String {
+        let answer = self
+            .graphql(
+                "mutation($input: CreatePostInput!) { createPost(input: $input) { id } }",
+                json!({ "input": { "title": title, "body": body } }),
+            )
+            .await;
+        assert_no_errors(&answer);
+        answer["data"]["createPost"]["id"]
+            .as_str()
+            .expect("an id")
+            .to_owned()
+    }
+
+    /// Creates an API token named `name`; the token.
+    pub async fn create_token(&self, name: &str) -> String {
+        let body = self
+            .graphql(
+                "mutation($name: String!) { createApiToken(name: $name) { token } }",
+                json!({ "name": name }),
+            )
+            .await;
+        assert_no_errors(&body);
+        body["data"]["createApiToken"]["token"]
+            .as_str()
+            .expect("a token")
+            .to_owned()
+    }
+}
+
+/// A script with an API token: no cookie jar, `Authorization: Bearer` on
+/// every request. The other actor of the two ways in (see [`Browser`]).
+pub struct TokenClient {
+    client: reqwest::Client,
+    token: String,
+    address: SocketAddr,
+}
+
+impl TokenClient {
+    /// Runs an operation; the raw response.
+    pub async fn send(&self, query: &str, variables: Value) -> reqwest::Response {
+        self.client
+            .post(format!("http://{}/graphql", self.address))
+            .bearer_auth(&self.token)
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    /// Runs an operation that the token must authenticate; the response body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        let response = self.send(query, variables).await;
+        assert_eq!(
+            response.status(),
+            reqwest::StatusCode::OK,
+            "the token works"
+        );
+        response.json().await.expect("a JSON body")
+    }
+
+    /// The username the token authenticates.
+    pub async fn me(&self) -> Option<String> {
+        let body = self.graphql("{ me { username } }", json!({})).await;
+        assert_no_errors(&body);
+        body["data"]["me"]["username"].as_str().map(str::to_owned)
+    }
+}
+
+impl TestApp {
+    /// A new browser with an empty cookie jar.
+    pub fn browser(&self) -> Browser {
+        Browser {
+            client: browser().0,
+            address: self.address,
+        }
+    }
+
+    /// A script sending `token`.
+    pub fn token_client(&self, token: &str) -> TokenClient {
+        TokenClient {
+            client: reqwest::Client::new(),
+            token: token.to_owned(),
+            address: self.address,
+        }
+    }
+
+    /// A browser signed in as `username`, a new user and an admin, made the
+    /// way an operator makes the first admin (`blogql create-admin`'s code).
+    pub async fn admin(&self, username: &str) -> Browser {
+        let config = test_config(&self.database);
+        blogql::admin::create_admin(&config, username, |_| Ok(PASSWORD.to_owned()))
+            .await
+            .expect("create-admin succeeds");
+        let admin = self.browser();
+        assert_no_errors(&admin.login(username, PASSWORD).await);
+        admin
+    }
+}
+
+/// A `DateTime` the server wrote (RFC 3339), to compare instants.
+pub fn instant(value: &Value) -> time::OffsetDateTime {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("a DateTime: {value}"));
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|err| panic!("{text:?} is not RFC 3339: {err}"))
 }

@@ -4,6 +4,7 @@
 mod accounts;
 mod attacks;
 mod devices;
+mod editing;
 mod helpers;
 mod http;
 mod instances;
@@ -11,4 +12,6 @@ mod limits;
 mod posts;
 mod program;
 mod redis_store;
+mod roles;
 mod sessions;
+mod tokens;

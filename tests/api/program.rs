@@ -222,3 +222,99 @@ async fn instances_starting_together_on_postgresql_take_turns_migrating() {
         );
     }
 }
+
+/// What `blogql create-admin USERNAME` did with `stdin` piped in, on `env`:
+/// its exit code, stdout and stderr.
+fn create_admin(
+    username: &str,
+    stdin: &str,
+    env: &[(&str, String)],
+) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["create-admin", username])
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("RUST_LOG")
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run blogql create-admin");
+    // The program may exit before reading: a closed pipe is no failure here.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_admin_makes_the_first_admin_promotes_a_user_and_changes_nothing_twice() {
+    let app = crate::helpers::TestApp::spawn().await;
+    let env = app.database.env();
+    let (code, stdout, stderr) = create_admin("root", "an operator's secret\n", &env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "created admin root\n", "one line");
+    assert_eq!(stderr, "", "nothing else");
+    let root = app.browser();
+    let body = root.login("root", "an operator's secret").await;
+    assert_eq!(body["data"]["login"]["role"], "ADMIN", "{body}");
+
+    let (code, stdout, _) = create_admin("ROOT", "a different secret\n", &env);
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout, "root is already an admin; nothing changed\n");
+    let again = app.browser();
+    assert_eq!(
+        crate::helpers::error_code(&again.login("root", "a different secret").await),
+        "INVALID_CREDENTIALS",
+        "the password is left alone"
+    );
+    assert!(root.me().await.is_some(), "and so is the admin's session");
+
+    let bob = app.browser();
+    bob.register("bob").await;
+    let (code, stdout, stderr) = create_admin("bob", "", &env);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "promoted bob to admin (signed out of 1 session)\n");
+    assert_eq!(bob.me().await, None, "the session with the old role ended");
+    let body = bob.login("bob", crate::helpers::PASSWORD).await;
+    assert_eq!(
+        body["data"]["login"]["role"], "ADMIN",
+        "same password, new role"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_admin_refuses_bad_input_with_one_line_and_exit_code_2() {
+    let app = crate::helpers::TestApp::spawn().await;
+    let env = app.database.env();
+    let unreachable = [(
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:1/unreachable".to_owned(),
+    )];
+    for (username, stdin, env, names) in [
+        ("no spaces", "a long password\n", &env[..], "USERNAME"),
+        ("al", "a long password\n", &env[..], "USERNAME"),
+        ("alice", "short\n", &env[..], "password"),
+        ("alice", "", &env[..], "password"),
+        (
+            "alice",
+            "a long password\n",
+            &unreachable[..],
+            "DATABASE_URL",
+        ),
+    ] {
+        let (code, stdout, stderr) = create_admin(username, stdin, env);
+        assert_eq!(code, Some(2), "{username:?} {stdin:?}: {stderr}");
+        assert_eq!(stdout, "");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(names), "names {names}: {stderr}");
+    }
+    assert_eq!(app.sql_count("SELECT COUNT(*) AS n FROM users").await, 0);
+}

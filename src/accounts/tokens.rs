@@ -1,0 +1,185 @@
+//! API tokens: credentials for clients that keep no cookie jar (scripts,
+//! mobile apps, other servers).
+//!
+//! A token is `blogql_` and 256 random bits in base64url, shown once; only
+//! its SHA-256 is stored. A fast hash is right here: unlike a password, a
+//! token has nothing to guess, so a stolen table yields nothing a brute
+//! force could reverse. A token authenticates as its owner with the owner's
+//! role as it is now (read with the token, never copied into it); revoking
+//! deletes it, so it fails at its next request.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use sha2::{Digest, Sha256};
+use time::PrimitiveDateTime;
+
+use super::{AccountError, User};
+use crate::db::schema::{api_tokens, users};
+use crate::db::{Db, DbError, now, with_conn};
+use crate::validate;
+
+/// What every token starts with, so that a leaked one is recognisable
+/// (secret scanners, logs) and never mistaken for a session ID.
+pub const TOKEN_PREFIX: &str = "blogql_";
+/// Random bytes per token: 256 bits.
+const TOKEN_BYTES: usize = 32;
+/// Most live tokens one user may hold: each is a standing credential, and
+/// listing them stays one small page.
+pub const MAX_TOKENS_PER_USER: i64 = 100;
+/// How stale `lastUsedAt` may get before a request rewrites it.
+const TOUCH_INTERVAL: time::Duration = time::Duration::minutes(1);
+
+/// A token as its owner sees it; never the token itself.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = api_tokens)]
+pub struct ApiToken {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub created_at: PrimitiveDateTime,
+    /// Lags the last use by at most [`TOUCH_INTERVAL`].
+    pub last_used_at: Option<PrimitiveDateTime>,
+}
+
+/// The stored form of a token: its SHA-256, hex.
+fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Whether `token` has the shape of one of ours: the prefix and exactly
+/// 256 bits of base64url. Anything else is refused without a query.
+fn well_formed(token: &str) -> bool {
+    token.strip_prefix(TOKEN_PREFIX).is_some_and(|secret| {
+        secret.len() == 43
+            && URL_SAFE_NO_PAD
+                .decode(secret)
+                .is_ok_and(|bytes| bytes.len() == TOKEN_BYTES)
+    })
+}
+
+impl ApiToken {
+    /// Creates a token named `name` for `user_id`: the token (shown once)
+    /// and what is stored of it.
+    pub async fn create(
+        db: &Db,
+        user_id: i64,
+        name: &str,
+    ) -> Result<(String, ApiToken), AccountError> {
+        let name = validate::token_name(name)?;
+        let held: i64 = with_conn!(db, conn => api_tokens::table
+            .filter(api_tokens::user_id.eq(user_id))
+            .count()
+            .get_result(conn)
+            .await
+            .map_err(DbError::from)?);
+        if held >= MAX_TOKENS_PER_USER {
+            return Err(AccountError::TooManyTokens);
+        }
+        let secret: [u8; TOKEN_BYTES] = rand::random();
+        let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
+        let stored = with_conn!(db, write conn => diesel::insert_into(api_tokens::table)
+            .values((
+                api_tokens::user_id.eq(user_id),
+                api_tokens::name.eq(name),
+                api_tokens::token_hash.eq(token_hash(&token)),
+                api_tokens::created_at.eq(now()),
+            ))
+            .returning(ApiToken::as_returning())
+            .get_result(conn)
+            .await
+            .map_err(DbError::from)?);
+        Ok((token, stored))
+    }
+
+    /// Who `token` authenticates, with their role as it is now; `None` for
+    /// a token that is malformed, unknown or revoked. Records the use at
+    /// most once per [`TOUCH_INTERVAL`].
+    pub async fn authenticate(db: &Db, token: &str) -> Result<Option<(i64, User)>, DbError> {
+        if !well_formed(token) {
+            return Ok(None);
+        }
+        let hash = token_hash(token);
+        let found: Option<(i64, Option<PrimitiveDateTime>, User)> = with_conn!(db, conn => api_tokens::table
+            .inner_join(users::table)
+            .filter(api_tokens::token_hash.eq(&hash))
+            .select((api_tokens::id, api_tokens::last_used_at, User::as_select()))
+            .first(conn)
+            .await
+            .optional()?);
+        let Some((id, last_used_at, user)) = found else {
+            return Ok(None);
+        };
+        let now = now();
+        let stale = now - TOUCH_INTERVAL;
+        if last_used_at.is_none_or(|at| at <= stale) {
+            // Conditional, so that concurrent requests write it once; a
+            // failure costs only the timestamp, never the request.
+            let touched = with_conn!(db, write conn => diesel::update(api_tokens::table
+                .find(id)
+                .filter(api_tokens::last_used_at.is_null().or(api_tokens::last_used_at.le(stale))))
+                .set(api_tokens::last_used_at.eq(now))
+                .execute(conn)
+                .await);
+            if let Err(err) = touched {
+                tracing::warn!(token_id = id, error = %err, "cannot record an API token's use");
+            }
+        }
+        Ok(Some((id, user)))
+    }
+
+    /// `user_id`'s tokens, newest first.
+    pub async fn list(db: &Db, user_id: i64) -> Result<Vec<ApiToken>, DbError> {
+        Ok(with_conn!(db, conn => api_tokens::table
+            .filter(api_tokens::user_id.eq(user_id))
+            .order(api_tokens::id.desc())
+            .limit(MAX_TOKENS_PER_USER)
+            .select(ApiToken::as_select())
+            .load(conn)
+            .await?))
+    }
+
+    /// Revokes `user_id`'s token `id`; `false` when the user has no such token.
+    pub async fn revoke(db: &Db, user_id: i64, id: i64) -> Result<bool, DbError> {
+        let deleted = with_conn!(db, write conn => diesel::delete(api_tokens::table
+            .find(id)
+            .filter(api_tokens::user_id.eq(user_id)))
+            .execute(conn)
+            .await?);
+        Ok(deleted == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_prefix_and_256_bits_of_base64url_are_well_formed() {
+        let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode([7u8; 32]));
+        assert!(well_formed(&token));
+        assert!(!well_formed(&token[1..]), "without the prefix");
+        assert!(
+            !well_formed(&token[..token.len() - 1]),
+            "one character short"
+        );
+        assert!(!well_formed(&format!("{token}A")), "one character long");
+        assert!(
+            !well_formed(&token.replace(&token[10..11], "+")),
+            "not base64url"
+        );
+        assert!(!well_formed(""));
+    }
+
+    #[test]
+    fn the_stored_hash_is_the_hex_sha256_of_the_whole_token() {
+        assert_eq!(
+            token_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
