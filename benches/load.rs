@@ -175,6 +175,9 @@ enum Scenario {
     /// `{ me { id username } }` with a session cookie.
     #[value(name = "me_authed")]
     MeAuthed,
+    /// `{ me { id username } }` with an API token (`Authorization: Bearer`).
+    #[value(name = "me_token")]
+    MeToken,
     /// `{ me { id username } }` without a cookie: `{"data":{"me":null}}`.
     #[value(name = "me_anon")]
     MeAnon,
@@ -192,8 +195,9 @@ enum Scenario {
 impl Scenario {
     /// Every scenario, in the order they run (reads before `create_post`
     /// adds posts).
-    const ALL: [Scenario; 5] = [
+    const ALL: [Scenario; 6] = [
         Scenario::MeAuthed,
+        Scenario::MeToken,
         Scenario::MeAnon,
         Scenario::PostsPage,
         Scenario::CreatePost,
@@ -204,6 +208,7 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::MeAuthed => "me_authed",
+            Scenario::MeToken => "me_token",
             Scenario::MeAnon => "me_anon",
             Scenario::PostsPage => "posts_page",
             Scenario::CreatePost => "create_post",
@@ -211,11 +216,16 @@ impl Scenario {
         }
     }
 
-    /// The JSON body and the `Cookie` header value (if any) of its request.
-    fn request(self, seed: &Seed) -> (Value, Option<String>) {
+    /// The JSON body and the credential header (if any) of its request.
+    fn request(self, seed: &Seed) -> (Value, Option<Credential>) {
         let me = "{ me { id username } }";
+        let cookie = || Some(Credential::Cookie(seed.cookie.clone()));
         match self {
-            Scenario::MeAuthed => (json!({ "query": me }), Some(seed.cookie.clone())),
+            Scenario::MeAuthed => (json!({ "query": me }), cookie()),
+            Scenario::MeToken => (
+                json!({ "query": me }),
+                Some(Credential::Token(seed.token.clone())),
+            ),
             Scenario::MeAnon => (json!({ "query": me }), None),
             Scenario::PostsPage => (
                 json!({
@@ -231,7 +241,7 @@ impl Scenario {
                         "body": "A short body written by the load benchmark.",
                     } },
                 }),
-                Some(seed.cookie.clone()),
+                cookie(),
             ),
             Scenario::Login => (
                 json!({
@@ -247,10 +257,31 @@ impl Scenario {
     }
 }
 
+/// How a request proves who it is.
+#[derive(Clone, Debug)]
+enum Credential {
+    /// `sid=...`, sent as `Cookie`.
+    Cookie(String),
+    /// An API token, sent as `Authorization: Bearer`.
+    Token(String),
+}
+
+impl Credential {
+    /// The header that carries it: name and value.
+    fn header(&self) -> (&'static str, String) {
+        match self {
+            Credential::Cookie(cookie) => ("Cookie", cookie.clone()),
+            Credential::Token(token) => ("Authorization", format!("Bearer {token}")),
+        }
+    }
+}
+
 /// What the seed step leaves for the scenarios.
 struct Seed {
     /// `sid=...` of a signed-in seeded user.
     cookie: String,
+    /// An API token of the same user.
+    token: String,
     /// A seeded user (another one than the cookie's) whose password is known.
     login_username: String,
     /// That user's password.
@@ -371,6 +402,7 @@ async fn run(args: Args) -> BenchResult<()> {
     if args.ceiling_only {
         let seed = Seed {
             cookie: "sid=ceiling-only".to_owned(),
+            token: "blogql_ceiling-only".to_owned(),
             login_username: "bench_user_01".to_owned(),
             login_password: password_for(1),
         };
@@ -992,15 +1024,16 @@ fn username_for(i: usize) -> String {
 async fn graphql(
     client: &reqwest::Client,
     url: &str,
-    cookie: Option<&str>,
+    credential: Option<&Credential>,
     body: &Value,
 ) -> BenchResult<(Value, Option<String>)> {
     let mut request = client
         .post(url)
         .header(CONTENT_TYPE, "application/json")
         .body(body.to_string());
-    if let Some(cookie) = cookie {
-        request = request.header(reqwest::header::COOKIE, cookie);
+    if let Some(credential) = credential {
+        let (name, value) = credential.header();
+        request = request.header(name, value);
     }
     let response = request
         .send()
@@ -1028,8 +1061,8 @@ async fn graphql(
             Ok((answer["data"].take(), sid))
         }
         _ => Err(format!(
-            "unexpected answer\n  request: POST {url} (cookie: {}) {body}\n  answer: HTTP {status} {text}",
-            cookie.unwrap_or("none")
+            "unexpected answer\n  request: POST {url} ({}) {body}\n  answer: HTTP {status} {text}",
+            credential.map_or("no credential", |credential| credential.header().0)
         )
         .into()),
     }
@@ -1098,7 +1131,8 @@ async fn seed(client: &reqwest::Client, url: &str) -> BenchResult<Seed> {
                         ),
                     } },
                 });
-                graphql(&client, &url, Some(&users[user]), &body).await?;
+                let cookie = Credential::Cookie(users[user].clone());
+                graphql(&client, &url, Some(&cookie), &body).await?;
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_multiple_of(250) {
                     println!("seeded {n}/{total} posts");
@@ -1113,24 +1147,39 @@ async fn seed(client: &reqwest::Client, url: &str) -> BenchResult<Seed> {
         start.elapsed().as_secs_f64()
     );
 
-    // The cookie the authed scenarios use must really be signed in.
-    let cookie = users[0].clone();
+    // The cookie and the token the authed scenarios use must really sign in.
+    let cookie = Credential::Cookie(users[0].clone());
     let (data, _) = graphql(
         client,
         url,
         Some(&cookie),
-        &json!({ "query": "{ me { id username } }" }),
+        &json!({ "query": "mutation { createApiToken(name: \"load benchmark\") { token } }" }),
     )
     .await?;
-    if data["me"]["username"] != username_for(0) {
-        bail!(
-            "the seeded cookie is not signed in as {}: me = {}",
-            username_for(0),
-            data["me"]
-        );
+    let token = data["createApiToken"]["token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for credential in [&cookie, &Credential::Token(token.clone())] {
+        let (data, _) = graphql(
+            client,
+            url,
+            Some(credential),
+            &json!({ "query": "{ me { id username } }" }),
+        )
+        .await?;
+        if data["me"]["username"] != username_for(0) {
+            bail!(
+                "the seeded {} does not sign in as {}: me = {}",
+                credential.header().0,
+                username_for(0),
+                data["me"]
+            );
+        }
     }
     Ok(Seed {
-        cookie,
+        cookie: users[0].clone(),
+        token,
         login_username: username_for(1),
         login_password: password_for(1),
     })
@@ -1174,15 +1223,15 @@ where
 /// answer if it does not succeed (the wrk run still goes ahead, so the table
 /// shows how often it fails).
 async fn preflight(client: &reqwest::Client, url: &str, scenario: Scenario, seed: &Seed) {
-    let (body, cookie) = scenario.request(seed);
-    if let Err(e) = graphql(client, url, cookie.as_deref(), &body).await {
+    let (body, credential) = scenario.request(seed);
+    if let Err(e) = graphql(client, url, credential.as_ref(), &body).await {
         println!("warning: {} does not succeed: {e}", scenario.name());
     }
 }
 
 /// Writes the wrk script for `scenario` into `dir` and returns its path.
 fn write_script(dir: &Path, scenario: Scenario, seed: &Seed) -> BenchResult<PathBuf> {
-    let (body, cookie) = scenario.request(seed);
+    let (body, credential) = scenario.request(seed);
     let body = body.to_string();
     if body.contains("]==]") {
         bail!(
@@ -1195,11 +1244,12 @@ fn write_script(dir: &Path, scenario: Scenario, seed: &Seed) -> BenchResult<Path
          wrk.headers[\"Content-Type\"] = \"application/json\"\n",
         scenario.name()
     );
-    if let Some(cookie) = cookie {
-        if cookie.contains(['"', '\\', '\n', '\r']) {
-            bail!("the session cookie has characters that cannot go into a header: {cookie:?}");
+    if let Some(credential) = credential {
+        let (name, value) = credential.header();
+        if value.contains(['"', '\\', '\n', '\r']) {
+            bail!("the {name} header has characters that cannot go into a wrk script: {value:?}");
         }
-        let _ = writeln!(script, "wrk.headers[\"Cookie\"] = \"{cookie}\"");
+        let _ = writeln!(script, "wrk.headers[\"{name}\"] = \"{value}\"");
     }
     script.push('\n');
     script.push_str(COUNT_LUA);

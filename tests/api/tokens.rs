@@ -207,6 +207,23 @@ async fn a_bad_token_refuses_the_whole_request_with_401() {
             assert!(body.get("data").is_none(), "nothing ran: {body}");
         }
     }
+    // A token that cannot be one of ours costs no database work to refuse.
+    let before = app.db.statements_executed();
+    for token in [
+        "blogql_short",
+        "not-even-ours",
+        &format!("blogql_{}", "+".repeat(43)),
+    ] {
+        let response = reqwest::Client::new()
+            .post(app.graphql_url())
+            .bearer_auth(token)
+            .json(&json!({ "query": "{ me { id } }" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(app.db.statements_executed(), before, "refused by its shape");
     // Another scheme is not ours: a proxy's Basic credentials pass by.
     let basic = reqwest::Client::new()
         .post(app.graphql_url())
