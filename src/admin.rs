@@ -97,15 +97,20 @@ pub async fn create_admin(
                 user.username
             ));
         }
-        // Reached before the role changes, so a store that is down changes nothing.
+        // As `setUserRole`: the sessions end before the role changes (a
+        // store that is down changes nothing) and again after it.
         let store = Store::open(&db, config.redis.as_ref())
             .await
             .map_err(AdminError::Redis)?;
-        let (user, _) = User::set_role(&db, user.id, Role::Admin).await?;
-        let ended = store
-            .revoke_others(user.id, None)
-            .await
-            .map_err(|err| AdminError::Failed(err.to_string()))?;
+        let end_sessions = async || {
+            store
+                .revoke_others(user.id, None)
+                .await
+                .map_err(|err| AdminError::Failed(format!("cannot end the sessions: {err}")))
+        };
+        let ended = end_sessions().await?;
+        let user = User::set_role(&db, user.id, Role::Admin).await?;
+        let ended = ended + end_sessions().await?;
         return Ok(format!(
             "promoted {} to admin (signed out of {ended} session{})",
             user.username,

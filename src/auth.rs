@@ -38,9 +38,25 @@ impl Principal {
         self.user.id
     }
 
-    /// What the caller may do.
+    /// What the caller may do, as the request knows it: by cookie, from
+    /// the session (on Redis, a snapshot taken at sign-in); by token, read
+    /// with the token in this request. Shown to the caller (`me.role`);
+    /// authority comes from [`Principal::role_now`].
     pub fn role(&self) -> Role {
         self.user.role
+    }
+
+    /// What the caller may do, as the database says now. A role change
+    /// ends the user's sessions, but a sign-in racing it could keep the old
+    /// role in a Redis snapshot: an admin's powers are therefore checked
+    /// here, never against the snapshot (one query, on admin paths only).
+    pub async fn role_now(&self, db: &Db) -> Result<Role, DbError> {
+        if let Via::Token(_) = self.via {
+            return Ok(self.user.role);
+        }
+        Ok(User::find(db, self.user.id)
+            .await?
+            .map_or(Role::User, |user| user.role))
     }
 }
 

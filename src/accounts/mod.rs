@@ -151,25 +151,18 @@ impl User {
         Ok(Page::from_rows(rows, request))
     }
 
-    /// Gives user `id` the role `role`: the user as it is now, and whether
-    /// the role changed (the role a user already has changes nothing).
-    /// Ending the user's sessions is the caller's part: they may live
-    /// outside the database.
-    pub async fn set_role(db: &Db, id: i64, role: Role) -> Result<(User, bool), AccountError> {
-        let changed: Option<User> = with_conn!(db, write conn => diesel::update(users::table
-            .find(id)
-            .filter(users::role.ne(role.as_str())))
+    /// Gives user `id` the role `role`; the user as it is now. Ending the
+    /// user's sessions is the caller's part: they may live outside the
+    /// database.
+    pub async fn set_role(db: &Db, id: i64, role: Role) -> Result<User, AccountError> {
+        let user: Option<User> = with_conn!(db, write conn => diesel::update(users::table.find(id))
             .set(users::role.eq(role.as_str()))
             .returning(User::as_returning())
             .get_result(conn)
             .await
             .optional()
             .map_err(DbError::from)?);
-        if let Some(user) = changed {
-            return Ok((user, true));
-        }
-        let user = Self::find(db, id).await?.ok_or(AccountError::NoSuchUser)?;
-        Ok((user, false))
+        user.ok_or(AccountError::NoSuchUser)
     }
 
     /// The password hash of the user with this id.

@@ -71,13 +71,7 @@ impl ApiToken {
         name: &str,
     ) -> Result<(String, ApiToken), AccountError> {
         let name = validate::token_name(name)?;
-        let held: i64 = with_conn!(db, conn => api_tokens::table
-            .filter(api_tokens::user_id.eq(user_id))
-            .count()
-            .get_result(conn)
-            .await
-            .map_err(DbError::from)?);
-        if held >= MAX_TOKENS_PER_USER {
+        if Self::count(db, user_id).await? >= MAX_TOKENS_PER_USER {
             return Err(AccountError::TooManyTokens);
         }
         let secret: [u8; TOKEN_BYTES] = rand::random();
@@ -93,7 +87,22 @@ impl ApiToken {
             .get_result(conn)
             .await
             .map_err(DbError::from)?);
+        // Counted again once inserted: of creations racing past the first
+        // count, each sees the others that committed before it, so the
+        // last one over the cap always sees it and takes itself back.
+        if Self::count(db, user_id).await? > MAX_TOKENS_PER_USER {
+            Self::revoke(db, user_id, stored.id).await?;
+            return Err(AccountError::TooManyTokens);
+        }
         Ok((token, stored))
+    }
+
+    async fn count(db: &Db, user_id: i64) -> Result<i64, DbError> {
+        Ok(with_conn!(db, conn => api_tokens::table
+            .filter(api_tokens::user_id.eq(user_id))
+            .count()
+            .get_result(conn)
+            .await?))
     }
 
     /// Who `token` authenticates, with their role as it is now; `None` for

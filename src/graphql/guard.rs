@@ -1,10 +1,10 @@
 //! Field guards: who may run a field, declared on the field. The anonymous
 //! get `UNAUTHENTICATED`; the signed-in who may not get `FORBIDDEN`.
 
-use async_graphql::{Context, Guard};
+use async_graphql::{Context, Guard, ID};
 
 use super::error::ApiError;
-use super::signed_in;
+use super::{RequestContext, signed_in};
 use crate::accounts::Role;
 use crate::auth::Via;
 
@@ -32,15 +32,37 @@ impl Guard for ByCookie {
     }
 }
 
-/// Lets the field run only for a caller with this role.
+/// Lets the field run only for a caller with this role, as the database
+/// says now (see `Principal::role_now`).
 pub struct HasRole(pub Role);
 
 impl Guard for HasRole {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
-        if signed_in(ctx).await?.role() == self.0 {
+        let caller = signed_in(ctx).await?;
+        let role = caller
+            .role_now(&ctx.services().db)
+            .await
+            .map_err(ApiError::from)?;
+        if role == self.0 {
             Ok(())
         } else {
             Err(ApiError::Forbidden.into())
+        }
+    }
+}
+
+/// Lets a field that changes the account with this id run through a token
+/// only when it is someone else's: a leaked admin token must not demote
+/// (and so sign out) its own owner.
+pub struct OwnAccountByCookie<'a>(pub &'a ID);
+
+impl Guard for OwnAccountByCookie<'_> {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        let caller = signed_in(ctx).await?;
+        let own = self.0.as_str() == caller.user_id().to_string();
+        match caller.via {
+            Via::Token(_) if own => Err(ApiError::Forbidden.into()),
+            _ => Ok(()),
         }
     }
 }

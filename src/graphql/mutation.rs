@@ -3,7 +3,7 @@
 use async_graphql::{Context, ID, Object};
 
 use super::error::ApiError;
-use super::guard::{ByCookie, HasRole, LoggedIn};
+use super::guard::{ByCookie, HasRole, LoggedIn, OwnAccountByCookie};
 use super::types::{
     ApiTokenObject, ChangePasswordInput, CreatePostInput, LoginInput, NewApiTokenObject,
     PostObject, RegisterInput, RoleValue, UpdatePostInput, UserObject,
@@ -177,20 +177,31 @@ impl Mutation {
     }
 
     /// Gives a user a role, and ends every session of theirs so that none
-    /// goes on with the old one; for admins. The role the user already has
-    /// changes nothing.
-    #[graphql(guard = "HasRole(Role::Admin)")]
+    /// goes on with the old one; for admins (through a token, only for
+    /// someone else). The role the user already has changes nothing.
+    #[graphql(guard = "HasRole(Role::Admin).and(OwnAccountByCookie(&user_id))")]
     async fn set_user_role(
         &self,
         ctx: &Context<'_>,
         user_id: ID,
         role: RoleValue,
     ) -> Result<UserObject, ApiError> {
+        let db = &ctx.services().db;
         let id = row_id(&user_id).ok_or(accounts::AccountError::NoSuchUser)?;
-        let (user, changed) = User::set_role(&ctx.services().db, id, role.into()).await?;
-        if changed {
-            ctx.session().end_all_of(user.id).await?;
+        let role = Role::from(role);
+        let user = User::find(db, id)
+            .await?
+            .ok_or(accounts::AccountError::NoSuchUser)?;
+        if user.role == role {
+            return Ok(UserObject(user));
         }
+        // The sessions end before the role changes (a store that fails then
+        // changes nothing, and a retry does it all) and again after it (for
+        // a sign-in in between), as for a password change.
+        let session = ctx.session();
+        session.end_all_of(id).await?;
+        let user = User::set_role(db, id, role).await?;
+        session.end_all_of(id).await?;
         Ok(UserObject(user))
     }
 

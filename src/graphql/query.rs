@@ -10,8 +10,9 @@ use super::types::{
 };
 use super::{RequestContext, principal, signed_in};
 use crate::accounts::Role;
-use crate::accounts::tokens::ApiToken;
+use crate::accounts::tokens::{ApiToken, MAX_TOKENS_PER_USER};
 use crate::posts::Post;
+use crate::sessions::MAX_SESSIONS_PER_USER;
 
 /// Reads.
 pub struct Query;
@@ -26,7 +27,10 @@ impl Query {
     }
 
     /// The caller's own live sessions, newest first.
-    #[graphql(guard = "ByCookie")]
+    #[graphql(
+        guard = "ByCookie",
+        complexity = "MAX_SESSIONS_PER_USER * child_complexity.max(1)"
+    )]
     async fn sessions(&self, ctx: &Context<'_>) -> Result<Vec<SessionObject>, ApiError> {
         let caller = signed_in(ctx).await?;
         Ok(ctx
@@ -39,7 +43,10 @@ impl Query {
     }
 
     /// The caller's own API tokens, newest first (revoked ones are gone).
-    #[graphql(guard = "ByCookie")]
+    #[graphql(
+        guard = "ByCookie",
+        complexity = "MAX_TOKENS_PER_USER as usize * child_complexity.max(1)"
+    )]
     async fn api_tokens(&self, ctx: &Context<'_>) -> Result<Vec<ApiTokenObject>, ApiError> {
         let caller = signed_in(ctx).await?;
         Ok(ApiToken::list(&ctx.services().db, caller.user_id())

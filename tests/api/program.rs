@@ -258,7 +258,8 @@ fn create_admin(
 async fn create_admin_makes_the_first_admin_promotes_a_user_and_changes_nothing_twice() {
     let app = crate::helpers::TestApp::spawn().await;
     let env = app.database.env();
-    let (code, stdout, stderr) = create_admin("root", "an operator's secret\n", &env);
+    // A line from a pipe, ended as Windows editors end it too.
+    let (code, stdout, stderr) = create_admin("root", "an operator's secret\r\n", &env);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout, "created admin root\n", "one line");
     assert_eq!(stderr, "", "nothing else");
@@ -298,11 +299,14 @@ async fn create_admin_refuses_bad_input_with_one_line_and_exit_code_2() {
         "DATABASE_URL",
         "postgres://postgres@127.0.0.1:1/unreachable".to_owned(),
     )];
+    let long_line = format!("{}\n", "p".repeat(10_000));
     for (username, stdin, env, names) in [
         ("no spaces", "a long password\n", &env[..], "USERNAME"),
         ("al", "a long password\n", &env[..], "USERNAME"),
         ("alice", "short\n", &env[..], "password"),
         ("alice", "", &env[..], "password"),
+        // Read up to 4 KiB, which is then too long to be a password.
+        ("alice", long_line.as_str(), &env[..], "password"),
         (
             "alice",
             "a long password\n",

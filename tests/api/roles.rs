@@ -165,6 +165,62 @@ async fn only_admins_set_roles_and_an_unknown_user_is_bad_input() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_powers_follow_the_database_not_a_sessions_copy_of_the_role() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin("root").await;
+    let alice = app.browser();
+    alice.register("alice").await;
+    let post = alice.create_post("Alice's", "Her words").await;
+    assert_no_errors(&admin.graphql(USERS, json!({})).await);
+    // The role changes behind the sessions' back, as when a sign-in races
+    // a role change: a session may still hold a copy saying ADMIN.
+    app.sql_execute("UPDATE users SET role = 'USER' WHERE username = 'root'")
+        .await;
+    assert_eq!(
+        error_code(&admin.graphql(USERS, json!({})).await),
+        "FORBIDDEN"
+    );
+    let body = admin
+        .graphql(
+            "mutation($id: ID!) { deletePost(id: $id) }",
+            json!({ "id": post }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    let bob = app.browser();
+    let bob_id = bob.register("bob").await;
+    let body = admin
+        .graphql(SET_ROLE, json!({ "id": bob_id, "role": "ADMIN" }))
+        .await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_sets_others_roles_but_never_its_owners() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin("root").await;
+    let root_id = admin.graphql("{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
+    let script = app.token_client(&admin.create_token("ops").await);
+    let bob = app.browser();
+    let bob_id = bob.register("bob").await;
+    let body = script
+        .graphql(SET_ROLE, json!({ "id": bob_id, "role": "ADMIN" }))
+        .await;
+    assert_no_errors(&body);
+    for role in ["USER", "ADMIN"] {
+        let body = script
+            .graphql(SET_ROLE, json!({ "id": root_id, "role": role }))
+            .await;
+        assert_eq!(
+            error_code(&body),
+            "FORBIDDEN",
+            "a leaked token cannot lock root out"
+        );
+    }
+    assert_eq!(admin.me().await, Some(("root".into(), "ADMIN".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_who_demotes_themself_is_signed_out_by_the_answer() {
     let app = TestApp::spawn().await;
     let admin = app.admin("root").await;

@@ -106,6 +106,13 @@ async fn the_csrf_rule_guards_cookies_not_tokens() {
     assert_eq!(by_token.status(), StatusCode::OK);
     let body: Value = by_token.json().await.unwrap();
     assert_eq!(body["data"]["me"]["username"], "alice");
+    // Credentials of another scheme are no token: the cookie still needs the rule.
+    let basic = form_like(&alice.client)
+        .basic_auth("proxy", Some("secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), StatusCode::BAD_REQUEST);
     let get = reqwest::Client::new()
         .get(app.graphql_url())
         .query(&[("query", "{ me { username } }")])
@@ -335,6 +342,8 @@ async fn a_token_name_is_checked_and_tokens_per_user_are_capped() {
         app.sql_count("SELECT COUNT(*) AS n FROM api_tokens").await,
         100
     );
+    let listed = alice.graphql(TOKENS, json!({})).await;
+    assert_eq!(names(&listed).len(), 100, "all listed");
     let body = alice.graphql(CREATE, json!({ "name": "one more" })).await;
     assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
     assert!(
@@ -399,6 +408,18 @@ async fn a_token_follows_its_owners_role_and_outlives_a_password_change() {
         .await;
     assert_no_errors(&promote);
     assert_no_errors(&script.graphql(users, json!({})).await);
+    let demote = admin
+        .graphql(
+            "mutation($id: ID!) { setUserRole(userId: $id, role: USER) { role } }",
+            json!({ "id": bob_id }),
+        )
+        .await;
+    assert_no_errors(&demote);
+    assert_eq!(
+        error_code(&script.graphql(users, json!({})).await),
+        "FORBIDDEN",
+        "demoted at the next request"
+    );
 
     let bob = app.browser();
     assert_no_errors(&bob.login("bob", PASSWORD).await);
@@ -414,4 +435,43 @@ async fn a_token_follows_its_owners_role_and_outlives_a_password_change() {
         Some("bob"),
         "tokens are revoked by hand"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creations_racing_past_the_cap_are_taken_back() {
+    let app = TestApp::spawn().await;
+    let alice = app.browser();
+    alice.register("alice").await;
+    let twenty: String = (0..20)
+        .map(|n| format!("t{n}: createApiToken(name: \"bulk\") {{ token }} "))
+        .collect();
+    let bulk = format!("mutation {{ {twenty} }}");
+    for _ in 0..4 {
+        alice.graphql(&bulk, json!({})).await;
+    }
+    // 80 held; four requests of twenty at once ask for 80 more.
+    let racing: Vec<_> = (0..4).map(|_| alice.graphql(&bulk, json!({}))).collect();
+    futures_util::future::join_all(racing).await;
+    let held = app.sql_count("SELECT COUNT(*) AS n FROM api_tokens").await;
+    assert!((80..=100).contains(&held), "{held} tokens");
+    let listed = alice.graphql(TOKENS, json!({})).await;
+    assert_eq!(names(&listed).len() as i64, held, "every one listed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_of_tokens_and_sessions_weigh_what_they_can_return() {
+    let app = TestApp::spawn().await;
+    let alice = app.browser();
+    alice.register("alice").await;
+    for field in ["apiTokens { id }", "sessions { id }"] {
+        let aliased: String = (0..60).map(|n| format!("a{n}: {field} ")).collect();
+        let body = alice.graphql(&format!("{{ {aliased} }}"), json!({})).await;
+        assert_eq!(
+            error_code(&body),
+            "GRAPHQL_VALIDATION_FAILED",
+            "{field}: {body}"
+        );
+        let one = alice.graphql(&format!("{{ {field} }}"), json!({})).await;
+        assert_no_errors(&one);
+    }
 }
