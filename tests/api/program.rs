@@ -322,3 +322,54 @@ async fn create_admin_refuses_bad_input_with_one_line_and_exit_code_2() {
     }
     assert_eq!(app.sql_count("SELECT COUNT(*) AS n FROM users").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_admin_on_a_terminal_asks_twice_without_echo() {
+    use std::io::Write;
+    use std::sync::mpsc;
+    let app = crate::helpers::TestApp::spawn().await;
+    // util-linux `script` gives the program a terminal of its own.
+    let mut child = Command::new("script")
+        .args([
+            "-qefc",
+            &format!("{BIN} create-admin ttyadmin"),
+            "/dev/null",
+        ])
+        .env_remove("RUST_LOG")
+        .envs(app.database.env())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run blogql under script(1)");
+    let mut stdout = child.stdout.take().unwrap();
+    let (chunks, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 256];
+        while let Ok(n @ 1..) = stdout.read(&mut buffer) {
+            if chunks.send(buffer[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |text: &str| {
+        while !seen.contains(text) {
+            let chunk = received
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no {text:?} in {seen:?}"));
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    // Typed only once asked for: echo is off by then.
+    wait_for("Password for ttyadmin: ");
+    stdin.write_all(b"typed in secret\n").unwrap();
+    wait_for("Repeat it: ");
+    stdin.write_all(b"typed in secret\n").unwrap();
+    wait_for("created admin ttyadmin");
+    assert!(child.wait().unwrap().success());
+    assert!(!seen.contains("typed in secret"), "echoed: {seen:?}");
+    let body = app.browser().login("ttyadmin", "typed in secret").await;
+    assert_eq!(body["data"]["login"]["role"], "ADMIN", "{body}");
+}
