@@ -41,15 +41,7 @@ pub fn password(value: &str) -> Result<(), Invalid> {
 
 /// 1–200 characters after trimming; returns the trimmed title.
 pub fn title(value: &str) -> Result<&str, Invalid> {
-    no_nul("title", value)?;
-    let trimmed = value.trim();
-    if !(1..=200).contains(&trimmed.chars().count()) {
-        return Err(invalid(
-            "title",
-            "title must be 1 to 200 characters after trimming",
-        ));
-    }
-    Ok(trimmed)
+    trimmed("title", value, 200)
 }
 
 /// 1–50 000 characters.
@@ -63,15 +55,7 @@ pub fn body(value: &str) -> Result<(), Invalid> {
 
 /// An API token's name: 1–64 characters after trimming; returns it trimmed.
 pub fn token_name(value: &str) -> Result<&str, Invalid> {
-    no_nul("name", value)?;
-    let trimmed = value.trim();
-    if !(1..=64).contains(&trimmed.chars().count()) {
-        return Err(invalid(
-            "name",
-            "name must be 1 to 64 characters after trimming",
-        ));
-    }
-    Ok(trimmed)
+    trimmed("name", value, 64)
 }
 
 /// A page size: 1..=100.
@@ -80,6 +64,19 @@ pub fn first(value: i32) -> Result<i64, Invalid> {
         return Err(invalid("first", "first must be between 1 and 100"));
     }
     Ok(i64::from(value))
+}
+
+/// `value` trimmed, when that is 1 to `max` characters (and no NUL).
+fn trimmed<'a>(field: &'static str, value: &'a str, max: usize) -> Result<&'a str, Invalid> {
+    no_nul(field, value)?;
+    let trimmed = value.trim();
+    if !(1..=max).contains(&trimmed.chars().count()) {
+        return Err(invalid(
+            field,
+            format!("{field} must be 1 to {max} characters after trimming"),
+        ));
+    }
+    Ok(trimmed)
 }
 
 fn no_nul(field: &'static str, value: &str) -> Result<(), Invalid> {

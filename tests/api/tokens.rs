@@ -314,6 +314,14 @@ async fn tokens_are_listed_newest_first_and_revoked_ones_are_gone() {
     assert_eq!(error_code(&anonymous), "UNAUTHENTICATED");
 }
 
+/// One operation creating twenty tokens: the most mutation fields it may have.
+fn twenty_creations() -> String {
+    let fields: String = (0..20)
+        .map(|n| format!("t{n}: createApiToken(name: \"bulk\") {{ token }} "))
+        .collect();
+    format!("mutation {{ {fields} }}")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_name_is_checked_and_tokens_per_user_are_capped() {
     let app = TestApp::spawn().await;
@@ -330,13 +338,8 @@ async fn a_token_name_is_checked_and_tokens_per_user_are_capped() {
             .await,
     );
     // Twenty to a request (the mutation bound), up to the cap of 100.
-    let twenty: String = (0..20)
-        .map(|n| format!("t{n}: createApiToken(name: \"bulk\") {{ token }} "))
-        .collect();
     for _ in 0..5 {
-        alice
-            .graphql(&format!("mutation {{ {twenty} }}"), json!({}))
-            .await;
+        alice.graphql(&twenty_creations(), json!({})).await;
     }
     assert_eq!(
         app.sql_count("SELECT COUNT(*) AS n FROM api_tokens").await,
@@ -442,10 +445,7 @@ async fn creations_racing_past_the_cap_are_taken_back() {
     let app = TestApp::spawn().await;
     let alice = app.browser();
     alice.register("alice").await;
-    let twenty: String = (0..20)
-        .map(|n| format!("t{n}: createApiToken(name: \"bulk\") {{ token }} "))
-        .collect();
-    let bulk = format!("mutation {{ {twenty} }}");
+    let bulk = twenty_creations();
     for _ in 0..4 {
         alice.graphql(&bulk, json!({})).await;
     }
