@@ -207,9 +207,18 @@ async fn a_token_sets_others_roles_but_never_its_owners() {
         .graphql(SET_ROLE, json!({ "id": bob_id, "role": "ADMIN" }))
         .await;
     assert_no_errors(&body);
-    for role in ["USER", "ADMIN"] {
+    let root_id = root_id.as_str().unwrap();
+    let spellings = [
+        root_id.to_owned(),
+        format!("0{root_id}"),
+        format!("+{root_id}"),
+    ];
+    for (id, role) in spellings
+        .iter()
+        .flat_map(|id| [(id, "USER"), (id, "ADMIN")])
+    {
         let body = script
-            .graphql(SET_ROLE, json!({ "id": root_id, "role": role }))
+            .graphql(SET_ROLE, json!({ "id": id, "role": role }))
             .await;
         assert_eq!(
             error_code(&body),
