@@ -288,6 +288,16 @@ struct Seed {
     login_password: String,
 }
 
+/// The blogql binary to measure: this build, or another one named by
+/// `BLOGQL_BENCH_BIN` (a build of an earlier commit, to compare the two in
+/// adjacent runs).
+fn server_binary() -> String {
+    std::env::var("BLOGQL_BENCH_BIN")
+        .ok()
+        .filter(|path| !path.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_blogql").to_owned())
+}
+
 /// The result line `lua/count.lua` prints at the end of a wrk run.
 #[derive(Debug, Deserialize)]
 struct WrkResult {
@@ -618,9 +628,13 @@ async fn run_db_inner(
     let graphql_url = format!("http://{}/graphql", server.addr);
 
     let ready_rss = server.peak_rss_kib();
-    let seed = seed(&client, &graphql_url)
-        .await
-        .map_err(|e| server.explain(e))?;
+    let seed = seed(
+        &client,
+        &graphql_url,
+        scenarios.contains(&Scenario::MeToken),
+    )
+    .await
+    .map_err(|e| server.explain(e))?;
     let seeded_rss = server.peak_rss_kib();
 
     let mut rows = Vec::new();
@@ -785,7 +799,7 @@ impl Server {
         let log_err = log_file
             .try_clone()
             .map_err(|e| format!("cannot reopen {}: {e}", log.display()))?;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_blogql"));
+        let mut command = Command::new(server_binary());
         // Only the settings below: no developer's BLOGQL_*, REDIS_URL or
         // RUST_LOG (the server runs at its default log level, as a user runs
         // it), and no `.env` (the server reads one from its working directory).
@@ -814,7 +828,7 @@ impl Server {
         }
         let child = command
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", env!("CARGO_BIN_EXE_blogql")))?;
+            .map_err(|e| format!("cannot start {}: {e}", server_binary()))?;
         let pid = child.id().ok_or("blogql exited as soon as it started")?;
         let mut server = Server {
             child,
@@ -1075,7 +1089,7 @@ const REGISTRATIONS_PER_ADDRESS: usize = 25;
 /// Registers the seed users and writes their posts through the API,
 /// [`SEED_CONCURRENCY`] requests at a time. Registrations come from several
 /// loopback addresses (127.0.0.2, .3, …), as a crowd of users would.
-async fn seed(client: &reqwest::Client, url: &str) -> BenchResult<Seed> {
+async fn seed(client: &reqwest::Client, url: &str, with_token: bool) -> BenchResult<Seed> {
     let start = Instant::now();
     let register = "mutation($input: RegisterInput!) { register(input: $input) { id } }";
     let users = run_concurrently(SEED_USERS, {
@@ -1148,19 +1162,26 @@ async fn seed(client: &reqwest::Client, url: &str) -> BenchResult<Seed> {
     );
 
     // The cookie and the token the authed scenarios use must really sign in.
+    // The token only when asked for: a build from before API tokens can
+    // still be measured on the other scenarios.
     let cookie = Credential::Cookie(users[0].clone());
-    let (data, _) = graphql(
-        client,
-        url,
-        Some(&cookie),
-        &json!({ "query": "mutation { createApiToken(name: \"load benchmark\") { token } }" }),
-    )
-    .await?;
-    let token = data["createApiToken"]["token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    for credential in [&cookie, &Credential::Token(token.clone())] {
+    let mut credentials = vec![cookie.clone()];
+    let mut token = String::new();
+    if with_token {
+        let (data, _) = graphql(
+            client,
+            url,
+            Some(&cookie),
+            &json!({ "query": "mutation { createApiToken(name: \"load benchmark\") { token } }" }),
+        )
+        .await?;
+        token = data["createApiToken"]["token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        credentials.push(Credential::Token(token.clone()));
+    }
+    for credential in &credentials {
         let (data, _) = graphql(
             client,
             url,
@@ -1326,7 +1347,11 @@ fn machine_line() -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_else(|| "no commit".to_owned());
-    format!("Machine: {cores} cores, {cpu}, Linux {kernel}; blogql at {commit}.")
+    let measured = match std::env::var("BLOGQL_BENCH_BIN") {
+        Ok(path) if !path.is_empty() => format!("the build {path} (harness at {commit})"),
+        _ => format!("blogql at {commit}"),
+    };
+    format!("Machine: {cores} cores, {cpu}, Linux {kernel}; {measured}.")
 }
 
 /// Where the report goes: `bench-results.md` in cargo's target directory.
