@@ -1,5 +1,6 @@
 //! blogql: a GraphQL blog server whose clients sign in with a server-side
-//! session behind an HttpOnly cookie, on SQLite or PostgreSQL.
+//! session behind an HttpOnly cookie (scripts: an API token), on SQLite or
+//! PostgreSQL.
 //!
 //! Where each concern lives:
 
@@ -14,7 +15,7 @@ pub mod auth;
 pub mod config;
 /// The only place that knows SQLite from PostgreSQL: pools, migrations, `with_conn!`.
 pub mod db;
-/// The schema: Query, Mutation, object types, loaders, guard, error codes,
+/// The schema: Query, Mutation, object types, loaders, guards, error codes,
 /// the document bounds checked before validation.
 pub mod graphql;
 /// The accept loop and connection bounds, the router, the GraphQL-over-HTTP

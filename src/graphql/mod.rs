@@ -1,6 +1,6 @@
 //! The GraphQL schema: assembly and limits here, with what a resolver reads
 //! of its request (`RequestContext`, the caller's `Principal`); `Query`,
-//! `Mutation`, the object types, the loaders, the guard, the error codes and
+//! `Mutation`, the object types, the loaders, the guards, the error codes and
 //! the document bounds beside it.
 
 pub mod documents;
