@@ -92,19 +92,17 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let mut found = None;
     for value in headers.get_all(header::AUTHORIZATION) {
         let bytes = value.as_bytes();
-        let Some(scheme) = bytes.get(..7) else {
-            if bytes.eq_ignore_ascii_case(b"bearer") {
-                return Some("");
-            }
-            continue;
-        };
-        if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        // The scheme, in any case, then whitespace (or nothing) before the token.
+        let is_bearer = bytes.len() >= 6
+            && bytes[..6].eq_ignore_ascii_case(b"bearer")
+            && bytes.get(6).is_none_or(u8::is_ascii_whitespace);
+        if !is_bearer {
             continue;
         }
         if found.is_some() {
             return Some("");
         }
-        found = Some(value.to_str().map_or("", |text| text[7..].trim()));
+        found = Some(value.to_str().map_or("", |text| text[6..].trim()));
     }
     found
 }
@@ -133,7 +131,12 @@ mod tests {
             bearer_token(&headers(&["bearer  blogql_x "])),
             Some("blogql_x")
         );
+        assert_eq!(
+            bearer_token(&headers(&["Bearer\tblogql_x"])),
+            Some("blogql_x")
+        );
         assert_eq!(bearer_token(&headers(&["Bearer"])), Some(""));
+        assert_eq!(bearer_token(&headers(&["Bearerish x"])), None);
         assert_eq!(bearer_token(&headers(&["Bearer a", "Bearer b"])), Some(""));
     }
 }

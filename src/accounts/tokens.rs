@@ -126,19 +126,31 @@ impl ApiToken {
         let now = now();
         let stale = now - TOUCH_INTERVAL;
         if last_used_at.is_none_or(|at| at <= stale) {
-            // Conditional, so that concurrent requests write it once; a
-            // failure costs only the timestamp, never the request.
-            let touched = with_conn!(db, write conn => diesel::update(api_tokens::table
+            // Beside the request, which never waits for it (on SQLite, for
+            // the writer); a failure costs only the timestamp.
+            tokio::spawn(Self::touch(db.clone(), id, now));
+        }
+        Ok(Some((id, user)))
+    }
+
+    /// Records a use of token `id` at `now`, unless one since a minute
+    /// before was recorded: conditional, so concurrent uses write it once.
+    async fn touch(db: Db, id: i64, now: PrimitiveDateTime) {
+        let stale = now - TOUCH_INTERVAL;
+        let touched: Result<usize, DbError> = async {
+            Ok(
+                with_conn!(db, write conn => diesel::update(api_tokens::table
                 .find(id)
                 .filter(api_tokens::last_used_at.is_null().or(api_tokens::last_used_at.le(stale))))
                 .set(api_tokens::last_used_at.eq(now))
                 .execute(conn)
-                .await);
-            if let Err(err) = touched {
-                tracing::warn!(token_id = id, error = %err, "cannot record an API token's use");
-            }
+                .await?),
+            )
         }
-        Ok(Some((id, user)))
+        .await;
+        if let Err(err) = touched {
+            tracing::warn!(token_id = id, error = %err, "cannot record an API token's use");
+        }
     }
 
     /// `user_id`'s tokens, newest first.

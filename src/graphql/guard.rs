@@ -1,7 +1,7 @@
 //! Field guards: who may run a field, declared on the field. The anonymous
 //! get `UNAUTHENTICATED`; the signed-in who may not get `FORBIDDEN`.
 
-use async_graphql::{Context, Guard, ID};
+use async_graphql::{Context, Guard};
 
 use super::error::ApiError;
 use super::{RequestContext, signed_in};
@@ -47,23 +47,6 @@ impl Guard for HasRole {
             Ok(())
         } else {
             Err(ApiError::Forbidden.into())
-        }
-    }
-}
-
-/// Lets a field that changes the account with this id run through a token
-/// only when it is someone else's: a leaked admin token must not demote
-/// (and so sign out) its own owner.
-pub struct OwnAccountByCookie<'a>(pub &'a ID);
-
-impl Guard for OwnAccountByCookie<'_> {
-    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
-        let caller = signed_in(ctx).await?;
-        // Compared as the resolver reads the id: "01" and "+1" name user 1.
-        let own = self.0.parse::<i64>().ok() == Some(caller.user_id());
-        match caller.via {
-            Via::Token(_) if own => Err(ApiError::Forbidden.into()),
-            _ => Ok(()),
         }
     }
 }

@@ -3,7 +3,7 @@
 use async_graphql::{Context, ID, Object};
 
 use super::error::ApiError;
-use super::guard::{ByCookie, HasRole, LoggedIn, OwnAccountByCookie};
+use super::guard::{ByCookie, HasRole, LoggedIn};
 use super::types::{
     ApiTokenObject, ChangePasswordInput, CreatePostInput, LoginInput, NewApiTokenObject,
     PostObject, RegisterInput, RoleValue, UpdatePostInput, UserObject,
@@ -177,9 +177,9 @@ impl Mutation {
     }
 
     /// Gives a user a role, and ends every session of theirs so that none
-    /// goes on with the old one; for admins (through a token, only for
-    /// someone else). The role the user already has changes nothing.
-    #[graphql(guard = "HasRole(Role::Admin).and(OwnAccountByCookie(&user_id))")]
+    /// goes on with the old one; for admins. The role the user already has
+    /// changes nothing.
+    #[graphql(guard = "HasRole(Role::Admin)")]
     async fn set_user_role(
         &self,
         ctx: &Context<'_>,

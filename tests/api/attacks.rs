@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -477,11 +476,14 @@ async fn nothing_secret_is_logged_even_at_trace() {
         .as_str()
         .expect("a token")
         .to_owned();
-    let stored: String = sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    for bearer in [token.as_str(), "blogql_a-wrong-token-nobody-logs"] {
+    let stored = crate::helpers::sha256_hex(&token);
+    // Well-formed but unknown (looked up), and malformed (refused by shape).
+    let unknown = format!("blogql_{}A", &"nobodyLogsThis".repeat(3)[..42]);
+    for bearer in [
+        token.as_str(),
+        unknown.as_str(),
+        "blogql_a-wrong-token-nobody-logs",
+    ] {
         reqwest::Client::new()
             .post(server.url("/graphql"))
             .bearer_auth(bearer)
@@ -500,6 +502,7 @@ async fn nothing_secret_is_logged_even_at_trace() {
         cookie.as_str(),
         token.as_str(),
         stored.as_str(),
+        unknown.as_str(),
         "a-wrong-token-nobody-logs",
     ] {
         assert!(!log.contains(secret), "{secret:?} is in the log");

@@ -1020,3 +1020,12 @@ pub fn instant(value: &Value) -> time::OffsetDateTime {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|err| panic!("{text:?} is not RFC 3339: {err}"))
 }
+
+/// The hex SHA-256 of `text`: how the server stores an API token.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}

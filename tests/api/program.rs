@@ -328,11 +328,13 @@ async fn create_admin_on_a_terminal_asks_twice_without_echo() {
     use std::io::Write;
     use std::sync::mpsc;
     let app = crate::helpers::TestApp::spawn().await;
+    // A name of this run's own, to find its process by.
+    let username = format!("tty{:08x}", rand::random::<u32>());
     // util-linux `script` gives the program a terminal of its own.
     let mut child = Command::new("script")
         .args([
             "-qefc",
-            &format!("{BIN} create-admin ttyadmin"),
+            &format!("{BIN} create-admin {username}"),
             "/dev/null",
         ])
         .env_remove("RUST_LOG")
@@ -362,14 +364,54 @@ async fn create_admin_on_a_terminal_asks_twice_without_echo() {
         }
     };
     let mut stdin = child.stdin.take().unwrap();
-    // Typed only once asked for: echo is off by then.
-    wait_for("Password for ttyadmin: ");
+    // Typed once asked for and once the terminal stopped echoing (the
+    // prompt comes just before), as a person types.
+    wait_for(&format!("Password for {username}: "));
+    wait_for_echo_off(&username);
     stdin.write_all(b"typed in secret\n").unwrap();
     wait_for("Repeat it: ");
+    wait_for_echo_off(&username);
     stdin.write_all(b"typed in secret\n").unwrap();
-    wait_for("created admin ttyadmin");
+    wait_for(&format!("created admin {username}"));
     assert!(child.wait().unwrap().success());
     assert!(!seen.contains("typed in secret"), "echoed: {seen:?}");
-    let body = app.browser().login("ttyadmin", "typed in secret").await;
+    let body = app.browser().login(&username, "typed in secret").await;
     assert_eq!(body["data"]["login"]["role"], "ADMIN", "{body}");
+}
+
+/// Waits until the terminal of the process running with `needle` in its
+/// command line has echo off (`stty -a` shows `-echo`); fails after 20 s.
+fn wait_for_echo_off(needle: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Some(tty) = terminal_of(needle) {
+            let flags = Command::new("stty").args(["-F", &tty, "-a"]).output();
+            if flags.is_ok_and(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .any(|flag| flag == "-echo")
+            }) {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the terminal never turned echo off");
+}
+
+/// The terminal (`/dev/pts/N`) on the standard input of a process whose
+/// command line contains `needle`.
+fn terminal_of(needle: &str) -> Option<String> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(needle) {
+            continue;
+        }
+        if let Ok(tty) = std::fs::read_link(entry.path().join("fd/0"))
+            && tty.starts_with("/dev/pts/")
+        {
+            return Some(tty.display().to_string());
+        }
+    }
+    None
 }
