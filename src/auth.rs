@@ -19,8 +19,8 @@ use crate::db::{Db, DbError};
 pub enum Via {
     /// The `sid` session cookie.
     Cookie,
-    /// The API token with this id.
-    Token(i64),
+    /// An API token.
+    Token,
 }
 
 /// A signed-in caller.
@@ -51,7 +51,7 @@ impl Principal {
     /// role in a Redis snapshot: an admin's powers are therefore checked
     /// here, never against the snapshot (one query, on admin paths only).
     pub async fn role_now(&self, db: &Db) -> Result<Role, DbError> {
-        if let Via::Token(_) = self.via {
+        if self.via == Via::Token {
             return Ok(self.user.role);
         }
         Ok(User::find(db, self.user.id)
@@ -76,12 +76,12 @@ pub async fn from_bearer(db: &Db, headers: &HeaderMap) -> Result<Option<Principa
     let Some(token) = bearer_token(headers) else {
         return Ok(None);
     };
-    let (id, user) = ApiToken::authenticate(db, token)
+    let user = ApiToken::authenticate(db, token)
         .await?
         .ok_or(BearerError::Invalid)?;
     Ok(Some(Principal {
         user,
-        via: Via::Token(id),
+        via: Via::Token,
     }))
 }
 

@@ -71,9 +71,6 @@ impl ApiToken {
         name: &str,
     ) -> Result<(String, ApiToken), AccountError> {
         let name = validate::token_name(name)?;
-        if Self::count(db, user_id).await? >= MAX_TOKENS_PER_USER {
-            return Err(AccountError::TooManyTokens);
-        }
         let secret: [u8; TOKEN_BYTES] = rand::random();
         let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
         let stored = with_conn!(db, write conn => diesel::insert_into(api_tokens::table)
@@ -87,9 +84,9 @@ impl ApiToken {
             .get_result(conn)
             .await
             .map_err(DbError::from)?);
-        // Counted again once inserted: of creations racing past the first
-        // count, each sees the others that committed before it, so the
-        // last one over the cap always sees it and takes itself back.
+        // Counted once inserted: of creations racing each other, each sees
+        // the others that committed before it, so the last one over the
+        // cap always sees it and takes itself back.
         if Self::count(db, user_id).await? > MAX_TOKENS_PER_USER {
             Self::revoke(db, user_id, stored.id).await?;
             return Err(AccountError::TooManyTokens);
@@ -108,7 +105,7 @@ impl ApiToken {
     /// Who `token` authenticates, with their role as it is now; `None` for
     /// a token that is malformed, unknown or revoked. Records the use at
     /// most once per [`TOUCH_INTERVAL`].
-    pub async fn authenticate(db: &Db, token: &str) -> Result<Option<(i64, User)>, DbError> {
+    pub async fn authenticate(db: &Db, token: &str) -> Result<Option<User>, DbError> {
         if !well_formed(token) {
             return Ok(None);
         }
@@ -124,13 +121,12 @@ impl ApiToken {
             return Ok(None);
         };
         let now = now();
-        let stale = now - TOUCH_INTERVAL;
-        if last_used_at.is_none_or(|at| at <= stale) {
+        if last_used_at.is_none_or(|at| at <= now - TOUCH_INTERVAL) {
             // Beside the request, which never waits for it (on SQLite, for
             // the writer); a failure costs only the timestamp.
             tokio::spawn(Self::touch(db.clone(), id, now));
         }
-        Ok(Some((id, user)))
+        Ok(Some(user))
     }
 
     /// Records a use of token `id` at `now`, unless one since a minute

@@ -27,7 +27,7 @@ impl Guard for ByCookie {
     async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
         match signed_in(ctx).await?.via {
             Via::Cookie => Ok(()),
-            Via::Token(_) => Err(ApiError::Forbidden.into()),
+            Via::Token => Err(ApiError::Forbidden.into()),
         }
     }
 }

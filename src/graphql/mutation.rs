@@ -74,7 +74,7 @@ impl Mutation {
     /// `false`.
     #[graphql(guard = "LoggedIn")]
     async fn logout(&self, ctx: &Context<'_>) -> Result<bool, ApiError> {
-        if let Via::Token(_) = signed_in(ctx).await?.via {
+        if signed_in(ctx).await?.via == Via::Token {
             return Ok(false);
         }
         ctx.session().sign_out().await?;

@@ -385,9 +385,15 @@ impl AuthSession {
 
     async fn end(&self) -> Result<(), SessionError> {
         self.session.flush().await?;
+        self.mark_ended();
+        Ok(())
+    }
+
+    /// This request's session was deleted from the store: the request goes
+    /// on anonymous, and its answer expires the cookie.
+    fn mark_ended(&self) {
         self.ended.store(true, Ordering::Release);
         self.remember(None);
-        Ok(())
     }
 
     async fn check(&self) -> Result<Option<i64>, SessionError> {
@@ -434,8 +440,7 @@ impl AuthSession {
                 .stored_key()
                 .is_some_and(|own| store::handle(&own) == handle)
         {
-            self.ended.store(true, Ordering::Release);
-            self.remember(None);
+            self.mark_ended();
         }
         Ok(ended)
     }
@@ -453,8 +458,7 @@ impl AuthSession {
         let ended = self.store.revoke_others(user_id, None).await?;
         let signed_in_as = *self.user.lock().unwrap_or_else(|p| p.into_inner());
         if signed_in_as == Some(Some(user_id)) {
-            self.ended.store(true, Ordering::Release);
-            self.remember(None);
+            self.mark_ended();
         }
         Ok(ended)
     }

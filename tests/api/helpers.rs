@@ -876,19 +876,25 @@ impl Browser {
             .expect("a JSON body")
     }
 
+    /// Runs an operation that must succeed; the text at `data.{root}.{field}`.
+    async fn text_at(&self, query: &str, variables: Value, root: &str, field: &str) -> String {
+        let body = self.graphql(query, variables).await;
+        assert_no_errors(&body);
+        body["data"][root][field]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {root}.{field} in {body}"))
+            .to_owned()
+    }
+
     /// Registers `username` with [`PASSWORD`] and signs in; the user's id.
     pub async fn register(&self, username: &str) -> String {
-        let body = self
-            .graphql(
-                "mutation($input: RegisterInput!) { register(input: $input) { id } }",
-                json!({ "input": { "username": username, "password": PASSWORD } }),
-            )
-            .await;
-        assert_no_errors(&body);
-        body["data"]["register"]["id"]
-            .as_str()
-            .expect("an id")
-            .to_owned()
+        self.text_at(
+            "mutation($input: RegisterInput!) { register(input: $input) { id } }",
+            json!({ "input": { "username": username, "password": PASSWORD } }),
+            "register",
+            "id",
+        )
+        .await
     }
 
     /// Signs in as `username` with `password`; the response body.
@@ -913,32 +919,24 @@ impl Browser {
 
     /// Publishes a post; its id.
     pub async fn create_post(&self, title: &str, body: &str) -> String {
-        let answer = self
-            .graphql(
-                "mutation($input: CreatePostInput!) { createPost(input: $input) { id } }",
-                json!({ "input": { "title": title, "body": body } }),
-            )
-            .await;
-        assert_no_errors(&answer);
-        answer["data"]["createPost"]["id"]
-            .as_str()
-            .expect("an id")
-            .to_owned()
+        self.text_at(
+            "mutation($input: CreatePostInput!) { createPost(input: $input) { id } }",
+            json!({ "input": { "title": title, "body": body } }),
+            "createPost",
+            "id",
+        )
+        .await
     }
 
     /// Creates an API token named `name`; the token.
     pub async fn create_token(&self, name: &str) -> String {
-        let body = self
-            .graphql(
-                "mutation($name: String!) { createApiToken(name: $name) { token } }",
-                json!({ "name": name }),
-            )
-            .await;
-        assert_no_errors(&body);
-        body["data"]["createApiToken"]["token"]
-            .as_str()
-            .expect("a token")
-            .to_owned()
+        self.text_at(
+            "mutation($name: String!) { createApiToken(name: $name) { token } }",
+            json!({ "name": name }),
+            "createApiToken",
+            "token",
+        )
+        .await
     }
 }
 
