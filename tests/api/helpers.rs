@@ -1027,3 +1027,29 @@ pub fn sha256_hex(text: &str) -> String {
         .map(|byte| format!("{byte:02x}"))
         .collect()
 }
+
+/// Writes to a table held up by another connection (a backup, a migration,
+/// a long transaction) until dropped: on SQLite the whole file's write
+/// lock, on PostgreSQL an `EXCLUSIVE` lock on the table (reads go on).
+pub enum HeldWrites {
+    Sqlite(#[expect(dead_code, reason = "held until dropped")] SqliteWriteLock),
+    Postgres(#[expect(dead_code, reason = "held until dropped")] Box<AsyncPgConnection>),
+}
+
+impl TestApp {
+    /// Holds up writes to `table` until the guard is dropped.
+    pub async fn hold_writes(&self, table: &str) -> HeldWrites {
+        match &self.database.url {
+            DatabaseUrl::Sqlite(path) => HeldWrites::Sqlite(SqliteWriteLock::hold(path)),
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = AsyncPgConnection::establish(url)
+                    .await
+                    .expect("a connection of its own");
+                conn.batch_execute(&format!("BEGIN; LOCK TABLE {table} IN EXCLUSIVE MODE"))
+                    .await
+                    .expect("take the lock");
+                HeldWrites::Postgres(Box::new(conn))
+            }
+        }
+    }
+}

@@ -225,3 +225,33 @@ async fn with_redis_down_sessions_fail_loudly_reads_go_on_and_it_recovers() {
         .await;
     assert_eq!(body["data"]["me"]["username"], Value::from("alice"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_change_that_cannot_end_the_sessions_changes_nothing() {
+    let mut redis = OwnRedis::start();
+    let database = TestDatabase::new().await;
+    let url = redis.url();
+    let app = TestApp::spawn_on(database, move |config| {
+        config.redis = Some(blogql::config::RedisConfig {
+            url,
+            key_prefix: "bq".into(),
+        });
+    })
+    .await;
+    // A token reaches the admin through SQL alone, with Redis gone.
+    let admin = app.admin("root").await;
+    let ops = app.token_client(&admin.create_token("ops").await);
+    let bob_id = app.browser().register("bob").await;
+    redis.stop();
+    let body = ops
+        .graphql(
+            "mutation($id: ID!) { setUserRole(userId: $id, role: ADMIN) { role } }",
+            json!({ "id": bob_id }),
+        )
+        .await;
+    assert_eq!(error_code(&body), "INTERNAL_SERVER_ERROR", "{body}");
+    let role = app
+        .sql_strings("SELECT role AS s FROM users WHERE username = 'bob'")
+        .await;
+    assert_eq!(role, ["USER"], "no role change whose sessions live on");
+}
