@@ -10,9 +10,11 @@ use std::io::{BufRead as _, IsTerminal as _, Read as _};
 
 use crate::accounts::passwords::Passwords;
 use crate::accounts::{self, AccountError, Role, User};
+use crate::auth::changes::{self, ChangeError};
 use crate::config::Config;
 use crate::db::Db;
-use crate::sessions::store::Store;
+use crate::redis::Redis;
+use crate::sessions::{SessionPolicy, SessionStore, Sessions};
 use crate::validate;
 
 /// Longest password line read from a pipe, in bytes: far over the
@@ -29,7 +31,7 @@ pub enum AdminError {
     #[error("DATABASE_URL: {0}")]
     Database(String),
     #[error("REDIS_URL: cannot connect: {0}")]
-    Redis(String),
+    Redis(#[from] crate::redis::RedisError),
     #[error("{0}")]
     Failed(String),
 }
@@ -97,22 +99,30 @@ pub async fn create_admin(
                 user.username
             ));
         }
-        // As `setUserRole`: the sessions end before the role changes (a
-        // store that is down changes nothing) and again after it.
-        let store = Store::open(&db, config.redis.as_ref())
-            .await
-            .map_err(AdminError::Redis)?;
-        let end_sessions = async || {
-            store
-                .revoke_others(user.id, None)
-                .await
-                .map_err(|err| AdminError::Failed(format!("cannot end the sessions: {err}")))
+        // The same change as `setUserRole`, on the store `serve` uses
+        // with these settings (`.env` included).
+        let redis = match &config.redis {
+            Some(redis) => Some(Redis::connect(redis).await?),
+            None => None,
         };
-        let ended = end_sessions().await?;
-        let user = User::set_role(&db, user.id, Role::Admin).await?;
-        let ended = ended + end_sessions().await?;
+        let store = SessionStore::new(&db, redis.as_ref());
+        let described = store.describe();
+        let policy = SessionPolicy {
+            idle_timeout: config.session_idle_timeout,
+            absolute_timeout: config.session_absolute_timeout,
+        };
+        let users = accounts::loader::users(db.clone());
+        let sessions = Sessions::new(store, policy, config.cookie_secure, users);
+        let (user, ended) = changes::change_role(&db, &sessions, user.id, Role::Admin)
+            .await
+            .map_err(|err| match err {
+                ChangeError::Account(err) => AdminError::from(err),
+                ChangeError::Session(err) => {
+                    AdminError::Failed(format!("cannot end the sessions: {err}"))
+                }
+            })?;
         return Ok(format!(
-            "promoted {} to admin (signed out of {ended} session{})",
+            "promoted {} to admin (signed out of {ended} session{} in {described})",
             user.username,
             if ended == 1 { "" } else { "s" }
         ));

@@ -12,7 +12,6 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::db::DatabaseUrl;
-use crate::http::server::ConnectionLimits;
 
 /// Most connections `BLOGQL_MAX_CONNECTIONS` may ask for.
 const MAX_CONNECTIONS: usize = 1_000_000;
@@ -164,6 +163,19 @@ pub struct Settings {
         global = true
     )]
     pub introspection: String,
+}
+
+/// The connection bounds (see the README's settings).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Most open connections (lowered to fit the open-file limit).
+    pub max_connections: usize,
+    /// Time allowed for a complete request head.
+    pub head_timeout: Duration,
+    /// Time a keep-alive connection may sit idle between requests.
+    pub idle_timeout: Duration,
+    /// Time requests in flight get to finish after shutdown begins.
+    pub shutdown_grace: Duration,
 }
 
 /// The validated settings the server runs with.

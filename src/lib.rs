@@ -2,31 +2,46 @@
 //! session behind an HttpOnly cookie (scripts: an API token), on SQLite or
 //! PostgreSQL.
 //!
-//! Where each concern lives:
+//! Where each concern lives, lowest layer first. A module may use the
+//! modules above it in this list, never one below it (`module-cycles.py`
+//! in `../shared/hooks` checks there is no cycle).
 
 /// Users and roles, passwords (argon2 on dedicated threads), throttling
-/// logins and registrations, API tokens.
+/// logins and registrations (SQL | Redis), API tokens. Uses: db, redis,
+/// clock, validate, pages.
 pub mod accounts;
-/// The operator's `blogql create-admin`: the first administrator.
+/// The operator's `blogql create-admin`. Uses: everything above but http.
 pub mod admin;
-/// The request's identity (the `Principal`): its cookie session or its API token.
+/// Who is asking (the `Principal`, the request's `Caller`), and the account
+/// changes that end sessions. Uses: accounts, sessions, db.
 pub mod auth;
-/// Every setting: flags, environment, `.env`; validation to one clear line.
+/// Time as stored and compared: Unix milliseconds, and stored timestamps.
+pub mod clock;
+/// Every setting: flags, environment, `.env`; one parser per setting, to
+/// one clear line. Uses: db (the URL's form).
 pub mod config;
-/// The only place that knows SQLite from PostgreSQL: pools, migrations, `with_conn!`.
+/// The only place that knows SQLite from PostgreSQL: pools, migrations,
+/// `with_conn!`, `with_tx!`. Uses: clock.
 pub mod db;
-/// The schema: Query, Mutation, object types, loaders, guards, error codes,
-/// the document bounds checked before validation.
+/// The schema: one module per domain merged into Query and Mutation,
+/// guards, error codes, the document bounds checked before validation.
+/// Uses: everything above.
 pub mod graphql;
-/// The accept loop and connection bounds, the router, the GraphQL-over-HTTP
-/// pipeline, the CSRF rule, CORS, health, GraphiQL.
+/// The accept loop and connection bounds, the router, identifying the
+/// caller, the GraphQL-over-HTTP pipeline, CSRF, CORS, health, GraphiQL.
+/// Uses: everything above.
 pub mod http;
 /// Cursor pagination shared by every connection.
 pub mod pages;
-/// Posts: writing, editing, deleting (and who may), reading a page.
+/// Posts: writing, editing, deleting (and who may), reading a page. Uses:
+/// auth, accounts, db, pages.
 pub mod posts;
-/// The typed session, read from and written to its cookie; the session
-/// stores (SQL or Redis), listing and revocation.
+/// The one Redis home: connection, key prefix, scripts on Redis' clock.
+/// Uses: config.
+pub mod redis;
+/// The session service (ending sessions with a reason), the request's
+/// session and its cookie, the store (SQL | Redis). Uses: accounts, db,
+/// redis, clock.
 pub mod sessions;
 /// The contract's input rules.
 pub mod validate;
@@ -40,13 +55,12 @@ use tokio::net::TcpListener;
 
 use accounts::passwords::{HashError, Passwords};
 use accounts::throttle::Throttle;
-use config::Config;
+use config::{Config, ConnectionLimits};
 use db::{ConnectError, Db};
 use http::AppState;
 use http::client_ip::TrustedProxies;
-use http::server::ConnectionLimits;
-use sessions::store::Store;
-use sessions::{SessionPolicy, Sessions};
+use redis::{Redis, RedisError};
+use sessions::{SessionPolicy, SessionStore, Sessions};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +70,7 @@ pub enum StartError {
     #[error(transparent)]
     Hash(#[from] HashError),
     #[error("REDIS_URL: cannot connect: {0}")]
-    Redis(String),
+    Redis(#[from] RedisError),
 }
 
 /// A built server, ready to serve.
@@ -64,41 +78,45 @@ pub struct App {
     /// The database, for tests that look behind the API.
     pub db: Db,
     router: Router,
-    store: Store,
+    sessions: Sessions,
     throttle: Throttle,
     housekeeping_every: Duration,
     connections: ConnectionLimits,
 }
 
 impl App {
-    /// Connects to the database, applies migrations and assembles the server.
+    /// Connects to the database (and Redis, if set), applies migrations
+    /// and assembles the server: each backend is chosen here, once.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
         let db = Db::connect(&config.database_url).await?;
         db.migrate().await?;
+        let redis = match &config.redis {
+            Some(redis) => Some(Redis::connect(redis).await?),
+            None => None,
+        };
         let passwords = Arc::new(Passwords::new().await?);
-        let store = Store::open(&db, config.redis.as_ref())
-            .await
-            .map_err(StartError::Redis)?;
-        let throttle = Throttle::new(
-            db.clone(),
-            match &store {
-                Store::Redis(redis) => Some(redis.connection()),
-                Store::Sql(_) => None,
-            },
-        );
+        let users = accounts::loader::users(db.clone());
         let policy = SessionPolicy {
             idle_timeout: config.session_idle_timeout,
             absolute_timeout: config.session_absolute_timeout,
         };
-        let services = graphql::Services {
+        let sessions = Sessions::new(
+            SessionStore::new(&db, redis.as_ref()),
+            policy,
+            config.cookie_secure,
+            users.clone(),
+        );
+        let throttle = Throttle::new(&db, redis.as_ref());
+        let services = Arc::new(graphql::Services {
             db: db.clone(),
             passwords,
             throttle: throttle.clone(),
-        };
+            sessions: sessions.clone(),
+            users,
+        });
         let state = AppState {
-            schema: graphql::schema(services, config.introspection),
-            db: db.clone(),
-            sessions: Sessions::new(store.clone(), policy, config.cookie_secure),
+            schema: graphql::schema(services.clone(), config.introspection),
+            services,
             proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             documents: Arc::default(),
             request_timeout: config.request_timeout,
@@ -106,7 +124,7 @@ impl App {
         Ok(Self {
             db,
             router: http::router(state, config.cors_origins.clone()),
-            store,
+            sessions,
             throttle,
             housekeeping_every: policy.touch_interval(),
             connections: config.connections,
@@ -121,7 +139,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let housekeeping = tokio::spawn(housekeeping(
-            self.store,
+            self.sessions,
             self.throttle,
             self.housekeeping_every,
         ));
@@ -132,12 +150,12 @@ impl App {
 }
 
 /// Deletes expired sessions and forgotten login failures, now and then.
-async fn housekeeping(store: Store, throttle: Throttle, every: Duration) {
+async fn housekeeping(sessions: Sessions, throttle: Throttle, every: Duration) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(err) = store.delete_expired().await {
+        if let Err(err) = sessions.delete_expired().await {
             tracing::warn!(error = %err, "cannot delete expired sessions");
         }
         if let Err(err) = throttle.forget_stale().await {

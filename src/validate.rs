@@ -66,7 +66,9 @@ pub fn first(value: i32) -> Result<i64, Invalid> {
     Ok(i64::from(value))
 }
 
-/// `value` trimmed, when that is 1 to `max` characters (and no NUL).
+/// `value` trimmed, when that is 1 to `max` characters of one line of
+/// plain text: no NUL, no control character and no bidirectional control
+/// (which could make a listing show something other than what is stored).
 fn trimmed<'a>(field: &'static str, value: &'a str, max: usize) -> Result<&'a str, Invalid> {
     no_nul(field, value)?;
     let trimmed = value.trim();
@@ -76,7 +78,19 @@ fn trimmed<'a>(field: &'static str, value: &'a str, max: usize) -> Result<&'a st
             format!("{field} must be 1 to {max} characters after trimming"),
         ));
     }
+    if trimmed.chars().any(spoofs) {
+        return Err(invalid(
+            field,
+            format!("{field} must not contain control characters or bidirectional overrides"),
+        ));
+    }
     Ok(trimmed)
+}
+
+/// A C0 or C1 control, DEL, or a bidirectional embedding, override or
+/// isolate (U+202A–U+202E, U+2066–U+2069).
+fn spoofs(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 fn no_nul(field: &'static str, value: &str) -> Result<(), Invalid> {
@@ -87,4 +101,26 @@ fn no_nul(field: &'static str, value: &str) -> Result<(), Invalid> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_and_token_names_refuse_controls_and_bidirectional_overrides() {
+        for bad in [
+            "a\u{7}b",
+            "a\u{7f}b",
+            "a\u{85}b",
+            "evil\u{202E}gpj.exe",
+            "x\u{2066}y",
+            "a\nb",
+        ] {
+            assert_eq!(title(bad).unwrap_err().field, "title", "{bad:?}");
+            assert_eq!(token_name(bad).unwrap_err().field, "name", "{bad:?}");
+        }
+        assert_eq!(title("  Héllo, wörld ✓ "), Ok("Héllo, wörld ✓"));
+        assert_eq!(token_name("ci\u{200D}bot"), Ok("ci\u{200D}bot"));
+    }
 }

@@ -1,6 +1,8 @@
 //! Users: registration, lookup, checking a login, and the throttle on both;
-//! roles and the first admin; API tokens.
+//! roles and the first admin; changing a password; API tokens. Nothing here
+//! knows sessions: what ends them when an account changes is `auth`'s.
 
+pub mod loader;
 pub mod passwords;
 pub mod throttle;
 pub mod tokens;
@@ -11,7 +13,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use time::PrimitiveDateTime;
 
-use crate::db::schema::{sessions, users};
+use crate::db::schema::{api_tokens, users};
 use crate::db::{Db, DbError, now, with_conn, with_tx};
 use crate::pages::{Page, PageRequest};
 use crate::validate::{self, Invalid};
@@ -67,14 +69,17 @@ pub enum AccountError {
     UsernameTaken,
     #[error("invalid username or password")]
     InvalidCredentials,
-    #[error("too many failed logins; retry in {retry_after} s")]
-    RateLimited { retry_after: u64 },
+    #[error("{}; retry in {retry_after} s", limit.message())]
+    RateLimited { retry_after: u64, limit: Limit },
     #[error(transparent)]
     Db(#[from] DbError),
     #[error(transparent)]
     Hash(#[from] HashError),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    #[error(transparent)]
+    Redis(#[from] crate::redis::RedisError),
+    /// Demoting the last admin would leave nobody to manage the others.
+    #[error("the last admin cannot be demoted")]
+    LastAdmin,
     /// `setUserRole` for a user that does not exist.
     #[error("there is no user with this id")]
     NoSuchUser,
@@ -83,6 +88,25 @@ pub enum AccountError {
         tokens::MAX_TOKENS_PER_USER
     )]
     TooManyTokens,
+}
+
+/// What a throttle refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Failed logins (or password checks) for a username or from an address.
+    FailedLogins,
+    /// Registrations from an address.
+    Registrations,
+}
+
+impl Limit {
+    /// What the client is told.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::FailedLogins => "too many failed logins",
+            Self::Registrations => "too many registrations from this address",
+        }
+    }
 }
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
@@ -151,18 +175,61 @@ impl User {
         Ok(Page::from_rows(rows, request))
     }
 
-    /// Gives user `id` the role `role`; the user as it is now. Ending the
-    /// user's sessions is the caller's part: they may live outside the
-    /// database.
+    /// Gives user `id` the role `role`; the user as it is now. Demoting the
+    /// last admin is refused (`LastAdmin`), also when two admins demote each
+    /// other at once: every role change first writes every admin's row,
+    /// so they take turns (PostgreSQL's row locks; SQLite's one writer).
+    /// Ending the user's sessions is the caller's part.
     pub async fn set_role(db: &Db, id: i64, role: Role) -> Result<User, AccountError> {
-        let user: Option<User> = with_conn!(db, write conn => diesel::update(users::table.find(id))
-            .set(users::role.eq(role.as_str()))
-            .returning(User::as_returning())
+        enum Written {
+            Done(User),
+            NoSuchUser,
+            LastAdmin,
+        }
+        let written = with_tx!(db, conn => {
+            diesel::update(users::table.filter(users::role.eq(Role::Admin.as_str())))
+                .set(users::role.eq(users::role))
+                .execute(conn)
+                .await?;
+            if role != Role::Admin {
+                let other_admins: i64 = users::table
+                    .filter(users::role.eq(Role::Admin.as_str()))
+                    .filter(users::id.ne(id))
+                    .count()
+                    .get_result(conn)
+                    .await?;
+                if other_admins == 0 {
+                    return Ok(Written::LastAdmin);
+                }
+            }
+            let user = diesel::update(users::table.find(id))
+                .set(users::role.eq(role.as_str()))
+                .returning(User::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?;
+            Ok(user.map_or(Written::NoSuchUser, Written::Done))
+        })?;
+        match written {
+            Written::Done(user) => Ok(user),
+            Written::NoSuchUser => Err(AccountError::NoSuchUser),
+            // The last admin is the only admin: one that is not an admin
+            // is not demoted by this (its role is already `role`).
+            Written::LastAdmin => match Self::find(db, id).await? {
+                Some(user) if user.role == role => Ok(user),
+                Some(_) => Err(AccountError::LastAdmin),
+                None => Err(AccountError::NoSuchUser),
+            },
+        }
+    }
+
+    /// How many admins there are.
+    pub async fn count_admins(db: &Db) -> Result<i64, DbError> {
+        Ok(with_conn!(db, conn => users::table
+            .filter(users::role.eq(Role::Admin.as_str()))
+            .count()
             .get_result(conn)
-            .await
-            .optional()
-            .map_err(DbError::from)?);
-        user.ok_or(AccountError::NoSuchUser)
+            .await?))
     }
 
     /// The password hash of the user with this id.
@@ -341,34 +408,54 @@ pub async fn check_password_change(
 }
 
 /// Stores `user_id`'s new password, unless the password changed since it
-/// was checked (two changes at once: the later one is `InvalidCredentials`);
-/// in the same transaction, deletes every other session of the user kept in
-/// the database (all but the one stored under `keep_session`). How many
-/// sessions were deleted.
+/// was checked: of two changes at once, the later one is
+/// `InvalidCredentials` and changes nothing. With `revoke_tokens`, the
+/// user's API tokens are deleted in the same transaction. What it replaced,
+/// for [`restore_password`].
 pub async fn set_password(
     db: &Db,
     user_id: i64,
     password: NewPassword,
-    keep_session: Option<&str>,
-) -> Result<usize, AccountError> {
+    revoke_tokens: bool,
+) -> Result<NewPassword, AccountError> {
     let NewPassword { hash, replaces } = password;
-    let keep = keep_session.unwrap_or_default().to_owned();
-    let ended = with_tx!(db, conn => {
+    let changed = with_tx!(db, conn => {
         let changed = diesel::update(users::table
             .find(user_id)
             .filter(users::password_hash.eq(&replaces)))
             .set(users::password_hash.eq(&hash))
             .execute(conn)
             .await?;
-        if changed == 0 {
-            return Ok(None);
+        if changed == 1 && revoke_tokens {
+            diesel::delete(api_tokens::table.filter(api_tokens::user_id.eq(user_id)))
+                .execute(conn)
+                .await?;
         }
-        let ended = diesel::delete(sessions::table
-            .filter(sessions::user_id.eq(user_id))
-            .filter(sessions::id_hash.ne(&keep)))
-            .execute(conn)
-            .await?;
-        Ok(Some(ended))
+        Ok(changed == 1)
     })?;
-    ended.ok_or(AccountError::InvalidCredentials)
+    if !changed {
+        return Err(AccountError::InvalidCredentials);
+    }
+    Ok(NewPassword {
+        hash: replaces,
+        replaces: hash,
+    })
+}
+
+/// Puts back the password a [`set_password`] replaced (what it returned),
+/// unless it changed again since.
+pub async fn restore_password(
+    db: &Db,
+    user_id: i64,
+    previous: NewPassword,
+) -> Result<(), AccountError> {
+    let NewPassword { hash, replaces } = previous;
+    with_conn!(db, write conn => diesel::update(users::table
+        .find(user_id)
+        .filter(users::password_hash.eq(&replaces)))
+        .set(users::password_hash.eq(&hash))
+        .execute(conn)
+        .await
+        .map_err(DbError::from)?);
+    Ok(())
 }

@@ -43,12 +43,47 @@ pub struct ApiToken {
     pub last_used_at: Option<PrimitiveDateTime>,
 }
 
-/// The stored form of a token: its SHA-256, hex.
-fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+/// A token itself: shown to its owner once, then never again; its `Debug`
+/// does not print it.
+pub struct PlainToken(String);
+
+impl PlainToken {
+    /// A new random token.
+    fn random() -> Self {
+        let secret: [u8; TOKEN_BYTES] = rand::random();
+        Self(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret)))
+    }
+
+    /// The token, for the one answer that shows it.
+    pub fn reveal(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PlainToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlainToken(…)")
+    }
+}
+
+/// The stored form of a token: its SHA-256, hex. Only a token's own hash
+/// can be made, so a plaintext never reaches a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TokenHash(String);
+
+impl TokenHash {
+    fn of(token: &str) -> Self {
+        Self(
+            Sha256::digest(token.as_bytes())
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect(),
+        )
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Whether `token` has the shape of one of ours: the prefix and exactly
@@ -69,15 +104,14 @@ impl ApiToken {
         db: &Db,
         user_id: i64,
         name: &str,
-    ) -> Result<(String, ApiToken), AccountError> {
+    ) -> Result<(PlainToken, ApiToken), AccountError> {
         let name = validate::token_name(name)?;
-        let secret: [u8; TOKEN_BYTES] = rand::random();
-        let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(secret));
+        let token = PlainToken::random();
         let stored = with_conn!(db, write conn => diesel::insert_into(api_tokens::table)
             .values((
                 api_tokens::user_id.eq(user_id),
                 api_tokens::name.eq(name),
-                api_tokens::token_hash.eq(token_hash(&token)),
+                api_tokens::token_hash.eq(TokenHash::of(token.reveal()).as_str()),
                 api_tokens::created_at.eq(now()),
             ))
             .returning(ApiToken::as_returning())
@@ -109,10 +143,10 @@ impl ApiToken {
         if !well_formed(token) {
             return Ok(None);
         }
-        let hash = token_hash(token);
+        let hash = TokenHash::of(token);
         let found: Option<(i64, Option<PrimitiveDateTime>, User)> = with_conn!(db, conn => api_tokens::table
             .inner_join(users::table)
-            .filter(api_tokens::token_hash.eq(&hash))
+            .filter(api_tokens::token_hash.eq(hash.as_str()))
             .select((api_tokens::id, api_tokens::last_used_at, User::as_select()))
             .first(conn)
             .await
@@ -195,7 +229,7 @@ mod tests {
     #[test]
     fn the_stored_hash_is_the_hex_sha256_of_the_whole_token() {
         assert_eq!(
-            token_hash("abc"),
+            TokenHash::of("abc").as_str(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }

@@ -13,6 +13,7 @@ use async_graphql::{ErrorExtensions, ServerError};
 
 use crate::accounts::AccountError;
 use crate::accounts::passwords::HashError;
+use crate::auth::changes::ChangeError;
 use crate::db::DbError;
 use crate::posts::PostError;
 use crate::sessions::SessionError;
@@ -28,6 +29,8 @@ pub enum ApiError {
     InvalidCredentials,
     RateLimited {
         retry_after: u64,
+        /// What was limited, as the client is told.
+        what: &'static str,
     },
     /// Already logged; carries only the correlation id.
     Internal {
@@ -123,13 +126,13 @@ impl From<ApiError> for async_graphql::Error {
                 async_graphql::Error::new("invalid username or password")
                     .extend_with(|_, e| e.set("code", ErrorCode::InvalidCredentials.as_str()))
             }
-            ApiError::RateLimited { retry_after } => async_graphql::Error::new(format!(
-                "too many failed logins; try again in {retry_after} s"
-            ))
-            .extend_with(|_, e| {
-                e.set("code", ErrorCode::RateLimited.as_str());
-                e.set("retryAfter", retry_after);
-            }),
+            ApiError::RateLimited { retry_after, what } => {
+                async_graphql::Error::new(format!("{what}; try again in {retry_after} s"))
+                    .extend_with(|_, e| {
+                        e.set("code", ErrorCode::RateLimited.as_str());
+                        e.set("retryAfter", retry_after);
+                    })
+            }
             ApiError::Internal { correlation_id } => {
                 async_graphql::Error::new("internal server error").extend_with(|_, e| {
                     e.set("code", ErrorCode::InternalServerError.as_str());
@@ -170,7 +173,11 @@ impl From<AccountError> for ApiError {
             AccountError::Invalid(invalid) => Self::BadUserInput(invalid),
             AccountError::UsernameTaken => Self::UsernameTaken,
             AccountError::InvalidCredentials => Self::InvalidCredentials,
-            AccountError::RateLimited { retry_after } => Self::RateLimited { retry_after },
+            AccountError::RateLimited { retry_after, limit } => Self::RateLimited {
+                retry_after,
+                what: limit.message(),
+            },
+            AccountError::LastAdmin => Self::Forbidden,
             AccountError::Db(err) => err.into(),
             AccountError::Hash(err) => err.into(),
             AccountError::Redis(err) => Self::internal(err),
@@ -182,6 +189,15 @@ impl From<AccountError> for ApiError {
                 field: "name",
                 message: AccountError::TooManyTokens.to_string(),
             }),
+        }
+    }
+}
+
+impl From<ChangeError> for ApiError {
+    fn from(err: ChangeError) -> Self {
+        match err {
+            ChangeError::Account(err) => err.into(),
+            ChangeError::Session(err) => err.into(),
         }
     }
 }

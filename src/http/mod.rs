@@ -5,6 +5,7 @@
 pub mod client_ip;
 pub mod csrf;
 pub mod graphiql;
+pub mod identity;
 pub mod pipeline;
 pub mod respond;
 pub mod server;
@@ -22,10 +23,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::db::Db;
-use crate::graphql::BlogSchema;
-use crate::graphql::documents::DocumentCache;
-use crate::sessions::Sessions;
+use crate::graphql::parsed::DocumentCache;
+use crate::graphql::{BlogSchema, Services};
 use client_ip::TrustedProxies;
 
 /// How long `/readyz` waits for the database before calling it unready.
@@ -35,8 +34,8 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct AppState {
     pub schema: BlogSchema,
-    pub db: Db,
-    pub sessions: Sessions,
+    /// The services the schema's resolvers use, for the steps before them.
+    pub services: Arc<Services>,
     pub proxies: TrustedProxies,
     pub documents: Arc<DocumentCache>,
     /// A `/graphql` request still running after this is answered with 503.
@@ -89,14 +88,14 @@ pub fn router(state: AppState, cors_origins: Vec<HeaderValue>) -> Router {
 /// Readiness: the session store answers and the database accepts writes,
 /// each within [`READINESS_TIMEOUT`].
 async fn readyz(State(state): State<AppState>) -> Response {
-    let store = tokio::time::timeout(READINESS_TIMEOUT, state.sessions.ping()).await;
+    let store = tokio::time::timeout(READINESS_TIMEOUT, state.services.sessions.ping()).await;
     if !matches!(store, Ok(Ok(()))) {
         if let Ok(Err(err)) = store {
             tracing::warn!(error = %err, "not ready: the session store");
         }
         return unready("session store (Redis) unavailable");
     }
-    let checked = tokio::time::timeout(READINESS_TIMEOUT, state.db.check_writable()).await;
+    let checked = tokio::time::timeout(READINESS_TIMEOUT, state.services.db.check_writable()).await;
     let reason = match checked {
         Ok(Ok(())) => return (StatusCode::OK, "ready").into_response(),
         Ok(Err(err)) => {

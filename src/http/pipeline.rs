@@ -1,25 +1,32 @@
-//! GraphQL over HTTP, from the request to the answer: the API token, if
-//! any; read the operation (bounded), the method and CSRF rules, the document's bounds, execution,
-//! and the session write — each refusal through [`super::respond`], and the
-//! whole of it within the request time limit.
+//! GraphQL over HTTP, from the request to the answer, as named steps:
+//! identify the caller, admit (the CSRF rule), read the operation
+//! (bounded), parse and bound it, execute it and finish (the session
+//! write) — each refusal through [`super::respond`], and the whole of it
+//! within the request time limit.
 
-use std::net::SocketAddr;
+// A step's refusal is the response itself, made at most once per request:
+// boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
 
-use super::respond::{ResponseFormat, is_request_error, refusal};
-use super::{AppState, csrf};
-use crate::auth::{self, BearerError};
-use crate::graphql::documents::{MAX_QUERY_BYTES, ParseFailure};
+use super::respond::{self, ResponseFormat, is_request_error, refusal};
+use super::{AppState, csrf, identity};
+use crate::auth::Caller;
+use crate::graphql::bounds;
+use crate::graphql::context::ClientAddr;
 use crate::graphql::error::{ErrorCode, ensure_codes, log_internal};
-use crate::graphql::shape;
-use crate::graphql::{ClientAddr, TokenCaller};
+use crate::graphql::parsed::{MAX_QUERY_BYTES, ParseFailure};
 
 /// Largest request body: a 50,000-character post fits several times over.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -43,37 +50,63 @@ pub async fn handle(state: AppState, peer: SocketAddr, request: Request, is_get:
     }
 }
 
+/// The steps of one request, in order; each refusal is the answer.
 async fn run(state: AppState, peer: SocketAddr, request: Request, is_get: bool) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    // A token is checked first: one that does not authenticate refuses the
-    // request whatever else it is; one that does carries no cookie
-    // authority, so the CSRF rule (which guards the cookie) is not for it.
-    let token_caller = match auth::from_bearer(&state.db, headers).await {
-        Ok(caller) => caller,
-        Err(BearerError::Invalid) => return super::respond::invalid_token(),
-        Err(BearerError::Db(err)) => {
-            return ResponseFormat::negotiate(headers).failed(&log_internal(err));
-        }
-    };
-    let passes_csrf_rule = token_caller.is_some() || csrf::allows(headers);
-    // A POST is refused before its body is read; a GET only after it is
-    // known not to be a mutation, which gets 405 whatever its headers.
-    if !is_get && !passes_csrf_rule {
-        return csrf::refusal();
-    }
-    let format = ResponseFormat::negotiate(headers);
     let client = state.proxies.client(peer.ip(), headers);
-    let operation = if is_get {
+    let steps = async {
+        let caller = identity::identify(&state, headers, client).await?;
+        let passes_csrf_rule = admit(&caller, headers, is_get)?;
+        let format = ResponseFormat::negotiate(headers);
+        let operation = read(&parts, body, is_get).await?;
+        let (operation, remember) =
+            parse_and_bound(&state, format, operation, is_get, passes_csrf_rule)?;
+        Ok(execute(&state, format, caller, client, operation, remember).await)
+    };
+    match steps.await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+/// The CSRF rule, where it can be applied before the body is read: a
+/// POST that breaks it is refused now (and its connection closed: the body
+/// is never read); a GET only once it is known not to be a mutation, which
+/// gets 405 whatever its headers. A request with an API token carries no
+/// cookie authority, so the rule (which guards the cookie) is not for it.
+/// Whether the request passes the rule.
+fn admit(caller: &Caller, headers: &HeaderMap, is_get: bool) -> Result<bool, Response> {
+    let passes = caller.by_api_token() || csrf::allows(headers);
+    if !is_get && !passes {
+        return Err(respond::closing(csrf::refusal()));
+    }
+    Ok(passes)
+}
+
+/// The operation: from the query string of a GET, from the body of a POST.
+async fn read(parts: &Parts, body: Body, is_get: bool) -> Result<async_graphql::Request, Response> {
+    if is_get {
         from_query_string(parts.uri.query().unwrap_or_default())
             .map_err(|message| refusal(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message))
     } else {
-        read_body(headers, body).await
-    };
-    let mut operation = match operation {
-        Ok(operation) => operation,
-        Err(response) => return response,
-    };
+        read_body(&parts.headers, body).await
+    }
+}
+
+/// A parsed and bounded operation, and what to remember of it once it
+/// validated (its text and document, when the cache should keep them).
+type Bounded = (async_graphql::Request, Option<(String, ExecutableDocument)>);
+
+/// Parses the operation (or finds it parsed), refuses what exceeds the
+/// document bounds, a mutation over GET, a GET that breaks the CSRF rule,
+/// and a missing required variable.
+fn parse_and_bound(
+    state: &AppState,
+    format: ResponseFormat,
+    mut operation: async_graphql::Request,
+    is_get: bool,
+    passes_csrf_rule: bool,
+) -> Result<Bounded, Response> {
     let parsed = match state.documents.parse(&operation.query) {
         Ok(parsed) => parsed,
         Err(ParseFailure::TooLong) => {
@@ -81,20 +114,20 @@ async fn run(state: AppState, peer: SocketAddr, request: Request, is_get: bool) 
                 "Query is too complex: its text is over {} KiB.",
                 MAX_QUERY_BYTES / 1024
             );
-            return format.request_error(ErrorCode::GraphqlValidationFailed, &message);
+            return Err(format.request_error(ErrorCode::GraphqlValidationFailed, &message));
         }
         // The parser's own nesting guard fires before the depth limit can.
         Err(ParseFailure::TooDeep) => {
-            return format.request_error(
+            return Err(format.request_error(
                 ErrorCode::GraphqlValidationFailed,
                 "Query is nested too deep.",
-            );
+            ));
         }
         Err(ParseFailure::Exceeded(message)) => {
-            return format.request_error(ErrorCode::GraphqlValidationFailed, &message);
+            return Err(format.request_error(ErrorCode::GraphqlValidationFailed, &message));
         }
         Err(ParseFailure::Syntax(message)) => {
-            return format.request_error(ErrorCode::GraphqlParseFailed, &message);
+            return Err(format.request_error(ErrorCode::GraphqlParseFailed, &message));
         }
     };
     if is_get && !only_queries(&parsed.document, operation.operation_name.as_deref()) {
@@ -106,32 +139,37 @@ async fn run(state: AppState, peer: SocketAddr, request: Request, is_get: bool) 
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
+        return Err(response);
     }
     if !passes_csrf_rule {
-        return csrf::refusal();
+        return Err(csrf::refusal());
     }
-    if let Some(name) = shape::missing_variable(
+    if let Some(name) = bounds::missing_variable(
         &parsed.document,
         operation.operation_name.as_deref(),
         &operation.variables,
     ) {
-        return missing_variable(format, name);
+        return Err(missing_variable(format, name));
     }
     let remember = parsed
         .remember
         .then(|| (operation.query.clone(), parsed.document.clone()));
     operation.set_parsed_query(parsed.document);
-    // With a token, the cookie is ignored: the session starts empty.
-    let session = match &token_caller {
-        None => state.sessions.resolve(headers, client).await,
-        Some(_) => state.sessions.without_cookie(headers, client),
-    };
-    let session = std::sync::Arc::new(session);
-    let mut operation = operation.data(session.clone()).data(ClientAddr(client));
-    if let Some(caller) = token_caller {
-        operation = operation.data(TokenCaller(caller));
-    }
+    Ok((operation, remember))
+}
+
+/// Runs the operation as `caller`, remembers a document that validated,
+/// and writes the session (its failure is the request's).
+async fn execute(
+    state: &AppState,
+    format: ResponseFormat,
+    caller: Caller,
+    client: IpAddr,
+    operation: async_graphql::Request,
+    remember: Option<(String, ExecutableDocument)>,
+) -> Response {
+    let caller = Arc::new(caller);
+    let operation = operation.data(caller.clone()).data(ClientAddr(client));
     let mut response = state.schema.execute(operation).await;
     if let Some((query, document)) = remember
         && !is_request_error(&response)
@@ -139,7 +177,7 @@ async fn run(state: AppState, peer: SocketAddr, request: Request, is_get: bool) 
         state.documents.remember(query, document);
     }
     ensure_codes(&mut response.errors);
-    let cookie = match session.finish().await {
+    let cookie = match caller.session().finish().await {
         Ok(cookie) => cookie,
         Err(err) => return format.failed(&log_internal(err)),
     };
@@ -152,10 +190,7 @@ async fn run(state: AppState, peer: SocketAddr, request: Request, is_get: bool) 
 
 /// The operation in a POST body, read up to [`MAX_BODY_BYTES`] whether or
 /// not the body declared its length.
-async fn read_body(
-    headers: &axum::http::HeaderMap,
-    body: Body,
-) -> Result<async_graphql::Request, Response> {
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<async_graphql::Request, Response> {
     let too_large = || {
         refusal(
             StatusCode::PAYLOAD_TOO_LARGE,

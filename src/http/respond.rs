@@ -36,6 +36,17 @@ pub fn invalid_token() -> Response {
     response
 }
 
+/// `response`, and the connection closed after it. For refusals sent
+/// before the request's body was read: the unread body would otherwise be
+/// taken for the next request on a kept-alive connection, and a pooled
+/// client's next request would get no answer.
+pub fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// The answer to a failure that was logged under `correlation_id`.
 pub fn internal(status: StatusCode, format: ResponseFormat, correlation_id: &str) -> Response {
     let body = error_body(

@@ -44,18 +44,7 @@ const MAX_STREAMS: u32 = 16;
 /// How long a new connection waits at the cap for a shed one to close.
 const SHED_WAIT: Duration = Duration::from_secs(1);
 
-/// The connection bounds (see the README's settings).
-#[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    /// Most open connections (lowered to fit the open-file limit).
-    pub max_connections: usize,
-    /// Time allowed for a complete request head.
-    pub head_timeout: Duration,
-    /// Time a keep-alive connection may sit idle between requests.
-    pub idle_timeout: Duration,
-    /// Time requests in flight get to finish after shutdown begins.
-    pub shutdown_grace: Duration,
-}
+pub use crate::config::ConnectionLimits;
 
 /// Raises the soft open-file limit to the hard one; the limit in force.
 pub fn raise_open_file_limit() -> u64 {

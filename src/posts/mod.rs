@@ -71,10 +71,9 @@ impl Post {
             .optional()?))
     }
 
-    /// The rule for editing and deleting: the author, or an admin (as the
-    /// database says now).
-    pub async fn may_be_changed_by(&self, db: &Db, caller: &Principal) -> Result<bool, DbError> {
-        Ok(self.author_id == caller.user_id() || caller.role_now(db).await? == Role::Admin)
+    /// The rule for editing and deleting: the author, or an admin.
+    pub fn may_be_changed_by(&self, caller: &Principal) -> bool {
+        self.author_id == caller.user_id() || caller.role() == Role::Admin
     }
 
     /// Applies `edit` to post `id` for `caller`, and marks it edited now.
@@ -86,7 +85,7 @@ impl Post {
     ) -> Result<Post, PostError> {
         // A post's author never changes, so the check cannot go stale.
         let post = Self::find(db, id).await?.ok_or(PostError::NotFound)?;
-        if !post.may_be_changed_by(db, caller).await? {
+        if !post.may_be_changed_by(caller) {
             return Err(PostError::NotOwner);
         }
         let updated = with_conn!(db, write conn => diesel::update(posts::table.find(id))
@@ -105,7 +104,7 @@ impl Post {
         let Some(post) = Self::find(db, id).await? else {
             return Ok(false);
         };
-        if !post.may_be_changed_by(db, caller).await? {
+        if !post.may_be_changed_by(caller) {
             return Err(PostError::NotOwner);
         }
         let deleted = with_conn!(db, write conn => diesel::delete(posts::table.find(id))

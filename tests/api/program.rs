@@ -282,7 +282,16 @@ async fn create_admin_makes_the_first_admin_promotes_a_user_and_changes_nothing_
     bob.register("bob").await;
     let (code, stdout, stderr) = create_admin("bob", "", &env);
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(stdout, "promoted bob to admin (signed out of 1 session)\n");
+    let store = if app.on_redis() {
+        "Redis"
+    } else {
+        "the SQL database"
+    };
+    assert_eq!(
+        stdout,
+        format!("promoted bob to admin (signed out of 1 session in {store})\n"),
+        "the line says which store it used"
+    );
     assert_eq!(bob.me().await, None, "the session with the old role ended");
     let body = bob.login("bob", crate::helpers::PASSWORD).await;
     assert_eq!(

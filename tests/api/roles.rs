@@ -196,7 +196,7 @@ async fn admin_powers_follow_the_database_not_a_sessions_copy_of_the_role() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admins_token_sets_roles_and_a_users_token_does_not() {
+async fn no_token_sets_roles_not_even_an_admins() {
     let app = TestApp::spawn().await;
     let admin = app.admin("root").await;
     let ops = app.token_client(&admin.create_token("ops").await);
@@ -207,9 +207,23 @@ async fn an_admins_token_sets_roles_and_a_users_token_does_not() {
         .graphql(SET_ROLE, json!({ "id": bob_id, "role": "ADMIN" }))
         .await;
     assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    // A leaked admin token can neither promote an attacker nor demote its
+    // owner (and end the owner's browser sessions).
+    let root_id = admin.graphql("{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
+    for (id, role) in [(Value::from(bob_id.clone()), "ADMIN"), (root_id, "USER")] {
+        let body = ops
+            .graphql(SET_ROLE, json!({ "id": id, "role": role }))
+            .await;
+        assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    }
+    assert!(admin.me().await.is_some(), "the owner stays signed in");
+    let roles = app
+        .sql_strings("SELECT role AS s FROM users ORDER BY id")
+        .await;
+    assert_eq!(roles, ["ADMIN", "USER"], "nothing changed");
     // An id is read as a number wherever it is spelled so ("01" is user 1).
     for id in [bob_id.clone(), format!("0{bob_id}")] {
-        let body = ops
+        let body = admin
             .graphql(SET_ROLE, json!({ "id": id, "role": "ADMIN" }))
             .await;
         assert_no_errors(&body);
@@ -221,6 +235,7 @@ async fn an_admins_token_sets_roles_and_a_users_token_does_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_who_demotes_themself_is_signed_out_by_the_answer() {
     let app = TestApp::spawn().await;
+    let _other = app.admin("other").await;
     let admin = app.admin("root").await;
     let me = admin.graphql("{ me { id } }", json!({})).await;
     let id = me["data"]["me"]["id"].clone();
@@ -232,4 +247,47 @@ async fn an_admin_who_demotes_themself_is_signed_out_by_the_answer() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["data"]["setUserRole"]["role"], "USER");
     assert_eq!(admin.me().await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_admin_cannot_be_demoted_even_by_two_admins_at_once() {
+    let app = TestApp::spawn().await;
+    let root = app.admin("root").await;
+    let root_id = root.graphql("{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
+    let body = root
+        .graphql(SET_ROLE, json!({ "id": root_id, "role": "USER" }))
+        .await;
+    assert_eq!(error_code(&body), "FORBIDDEN", "{body}");
+    assert!(
+        root.me().await.is_some(),
+        "nothing changed, nobody signed out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_admins_demoting_each_other_at_once_one_stays_an_admin() {
+    for _ in 0..3 {
+        let app = TestApp::spawn().await;
+        let (a, b) = (app.admin("alpha").await, app.admin("beta").await);
+        let a_id = a.graphql("{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
+        let b_id = b.graphql("{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
+        let (by_a, by_b) = tokio::join!(
+            a.graphql(SET_ROLE, json!({ "id": b_id, "role": "USER" })),
+            b.graphql(SET_ROLE, json!({ "id": a_id, "role": "USER" })),
+        );
+        let admins = app
+            .sql_strings("SELECT username AS s FROM users WHERE role = 'ADMIN'")
+            .await;
+        assert_eq!(admins.len(), 1, "{admins:?} after {by_a} and {by_b}");
+        // The loser is refused: as the last admin's demotion (FORBIDDEN),
+        // or, demoted first, as signed out (UNAUTHENTICATED).
+        let refused = [&by_a, &by_b]
+            .iter()
+            .filter(|body| {
+                let code = &body["errors"][0]["extensions"]["code"];
+                *code == "FORBIDDEN" || *code == "UNAUTHENTICATED"
+            })
+            .count();
+        assert_eq!(refused, 1, "{by_a} {by_b}");
+    }
 }

@@ -406,7 +406,7 @@ async fn last_used_at_is_written_at_most_once_a_minute() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_token_follows_its_owners_role_and_outlives_a_password_change() {
+async fn a_token_follows_its_owners_role_and_ends_with_a_password_change_unless_kept() {
     let app = TestApp::spawn().await;
     let admin = app.admin("root").await;
     let bob = app.browser();
@@ -438,20 +438,36 @@ async fn a_token_follows_its_owners_role_and_outlives_a_password_change() {
         "demoted at the next request"
     );
 
+    // Whoever had the password for a minute may have made a token: a
+    // password change revokes them all, unless asked to keep them.
     let bob = app.browser();
     assert_no_errors(&bob.login("bob", PASSWORD).await);
+    let kept = app.token_client(&bob.create_token("kept").await);
+    let change = "mutation($input: ChangePasswordInput!) { changePassword(input: $input) }";
     let changed = bob
         .graphql(
-            "mutation($input: ChangePasswordInput!) { changePassword(input: $input) }",
+            change,
             json!({ "input": { "currentPassword": PASSWORD, "newPassword": "another password" } }),
         )
         .await;
     assert_no_errors(&changed);
-    assert_eq!(
-        script.me().await.as_deref(),
-        Some("bob"),
-        "tokens are revoked by hand"
-    );
+    for revoked in [&script, &kept] {
+        let response = revoked.send("{ me { username } }", json!({})).await;
+        assert_eq!(response.status(), 401, "revoked by the password change");
+    }
+    let kept = app.token_client(&bob.create_token("kept").await);
+    let changed = bob
+        .graphql(
+            change,
+            json!({ "input": {
+                "currentPassword": "another password",
+                "newPassword": "a third password",
+                "revokeApiTokens": false
+            } }),
+        )
+        .await;
+    assert_no_errors(&changed);
+    assert_eq!(kept.me().await.as_deref(), Some("bob"), "kept when asked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 //! Parsing is also where a hostile query costs most (a parsed document
 //! takes about a hundred times the memory of its text), so the text is
 //! bounded before parsing, the parsed shape before anything walks it with
-//! fragments expanded ([`super::shape`]), and only short documents that
+//! fragments expanded ([`super::bounds`]), and only short documents that
 //! passed validation are remembered.
 
 use std::num::NonZeroUsize;
@@ -71,7 +71,7 @@ impl DocumentCache {
             async_graphql::parser::Error::RecursionLimitExceeded => ParseFailure::TooDeep,
             err => ParseFailure::Syntax(err.to_string()),
         })?;
-        super::shape::check(&document).map_err(|exceeded| ParseFailure::Exceeded(exceeded.0))?;
+        super::bounds::check(&document).map_err(|exceeded| ParseFailure::Exceeded(exceeded.0))?;
         Ok(Parsed {
             document,
             remember: query.len() <= MAX_CACHED_BYTES,
