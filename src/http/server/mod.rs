@@ -17,23 +17,21 @@
 //! once, busy ones finish their request within the grace period, and then
 //! whatever is left is dropped.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tower::ServiceExt as _;
 
 /// File descriptors kept free of connections: database pools, the log,
@@ -44,7 +42,10 @@ const MAX_STREAMS: u32 = 16;
 /// How long a new connection waits at the cap for a shed one to close.
 const SHED_WAIT: Duration = Duration::from_secs(1);
 
+mod connections;
+
 pub use crate::config::ConnectionLimits;
+use connections::{Conn, Registry, Tracked, sweep};
 
 /// Raises the soft open-file limit to the hard one; the limit in force.
 pub fn raise_open_file_limit() -> u64 {
@@ -260,234 +261,5 @@ impl hyper::body::Body for Upload {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.body.size_hint()
-    }
-}
-
-/// The clock of connection times: milliseconds since the first reading,
-/// never 0 (atomics hold them, and 0 means "never").
-struct Clock;
-
-impl Clock {
-    fn now(&self) -> u64 {
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let start = START.get_or_init(Instant::now);
-        u64::try_from(start.elapsed().as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
-}
-
-/// One connection's state, shared by its task, its socket and the sweeper.
-struct Conn {
-    id: u64,
-    /// When it last became idle (accepted, or answered a request).
-    idle_since: AtomicU64,
-    /// When the first byte of a request head arrived while idle; 0: none.
-    head_started: AtomicU64,
-    /// Requests being answered.
-    in_flight: AtomicUsize,
-    /// Requests whose body is still arriving.
-    uploading: AtomicUsize,
-    /// Requests answered so far.
-    answered: AtomicU64,
-    /// Told to close (idle too long, or shed at the cap).
-    close: Notify,
-}
-
-impl Conn {
-    fn is_idle(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
-    }
-
-    /// Idle, or only waiting for request bodies: nothing is lost by closing it.
-    fn is_sheddable(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) <= self.uploading.load(Ordering::Acquire)
-    }
-
-    fn begin_request(self: &Arc<Self>) -> Busy {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.head_started.store(0, Ordering::Release);
-        Busy(self.clone())
-    }
-
-    /// Whether the sweeper should close it at `now`.
-    fn overdue(&self, now: u64, limits: &ConnectionLimits) -> bool {
-        if !self.is_idle() {
-            return false;
-        }
-        let since = |at: u64| Duration::from_millis(now.saturating_sub(at));
-        let head_started = self.head_started.load(Ordering::Acquire);
-        let idle_since = self.idle_since.load(Ordering::Acquire);
-        if head_started != 0 && since(head_started) >= limits.head_timeout {
-            return true;
-        }
-        if self.answered.load(Ordering::Acquire) == 0 {
-            since(idle_since) >= limits.head_timeout
-        } else {
-            since(idle_since) >= limits.idle_timeout
-        }
-    }
-}
-
-/// A request being answered: the connection is busy until this drops.
-struct Busy(Arc<Conn>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.answered.fetch_add(1, Ordering::AcqRel);
-        self.0.idle_since.store(Clock.now(), Ordering::Release);
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The open connections.
-#[derive(Default)]
-struct Registry {
-    next_id: AtomicU64,
-    open: Mutex<HashMap<u64, Arc<Conn>>>,
-    /// Notified whenever a connection closes.
-    closed: Notify,
-}
-
-impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
-        self.open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn add(&self) -> Arc<Conn> {
-        let conn = Arc::new(Conn {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            idle_since: AtomicU64::new(Clock.now()),
-            head_started: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-            uploading: AtomicUsize::new(0),
-            answered: AtomicU64::new(0),
-            close: Notify::new(),
-        });
-        self.lock().insert(conn.id, conn.clone());
-        conn
-    }
-
-    fn remove(&self, id: u64) {
-        self.lock().remove(&id);
-        self.closed.notify_waiters();
-    }
-
-    /// Closes the connection idle the longest (or only uploading); `false`
-    /// if every one is busy.
-    fn shed_longest_idle(&self) -> bool {
-        let open = self.lock();
-        let longest = open
-            .values()
-            .filter(|conn| conn.is_sheddable())
-            .min_by_key(|conn| conn.idle_since.load(Ordering::Acquire));
-        match longest {
-            Some(conn) => {
-                conn.close.notify_one();
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn close_all(&self) {
-        for conn in self.lock().values() {
-            conn.close.notify_one();
-        }
-    }
-
-    /// Completes once fewer than `count` connections are open.
-    async fn wait_below(&self, count: usize) {
-        loop {
-            let closed = self.closed.notified();
-            tokio::pin!(closed);
-            closed.as_mut().enable();
-            if self.len() < count {
-                return;
-            }
-            closed.await;
-        }
-    }
-
-    /// Completes once no connection is open.
-    async fn drained(&self) {
-        self.wait_below(1).await;
-    }
-}
-
-/// Closes overdue connections, a few times per head timeout.
-async fn sweep(registry: Arc<Registry>, limits: ConnectionLimits) {
-    let every = (limits.head_timeout.min(limits.idle_timeout) / 4)
-        .clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let now = Clock.now();
-        for conn in registry.lock().values() {
-            if conn.overdue(now, &limits) {
-                conn.close.notify_one();
-            }
-        }
-    }
-}
-
-/// The socket, noting when a request head starts to arrive.
-struct Tracked {
-    stream: TcpStream,
-    conn: Arc<Conn>,
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if buf.filled().len() > before
-            && self.conn.is_idle()
-            && self.conn.head_started.load(Ordering::Acquire) == 0
-        {
-            self.conn.head_started.store(Clock.now(), Ordering::Release);
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
     }
 }

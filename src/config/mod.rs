@@ -1,13 +1,16 @@
 //! Every setting: one clap struct read from flags, the environment and `.env`.
 //!
-//! Values arrive as text and are checked in [`Settings::validate`], so that a
-//! bad one ends the process with one line naming the environment variable
-//! (exit code 2), not clap's generic multi-line report.
+//! Values arrive as text and are checked in [`Settings::validate`], one
+//! parser per kind of setting (`parse`), so that a bad one ends the process
+//! with one line naming the environment variable (exit code 2), not clap's
+//! generic multi-line report.
 
-use std::net::{IpAddr, SocketAddr};
+mod parse;
+
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, Uri};
+use axum::http::HeaderValue;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
@@ -221,7 +224,7 @@ pub struct SettingError {
     pub reason: String,
 }
 
-fn bad(name: &'static str, reason: impl Into<String>) -> SettingError {
+pub(crate) fn bad(name: &'static str, reason: impl Into<String>) -> SettingError {
     SettingError {
         name,
         reason: reason.into(),
@@ -231,127 +234,50 @@ fn bad(name: &'static str, reason: impl Into<String>) -> SettingError {
 impl Settings {
     /// Checks every setting, naming the first bad one.
     pub fn validate(&self) -> Result<Config, SettingError> {
-        let key_prefix = self.redis_key_prefix.trim();
-        if !(1..=32).contains(&key_prefix.len())
-            || !key_prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            return Err(bad(
-                "BLOGQL_REDIS_KEY_PREFIX",
-                "expected 1 to 32 characters of A-Z, a-z, 0-9, _, - and .",
-            ));
-        }
-        let redis = match self.redis_url.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-                Some(RedisConfig {
-                    url: url.to_owned(),
-                    key_prefix: key_prefix.to_owned(),
-                })
-            }
-            Some(_) => {
-                return Err(bad(
-                    "REDIS_URL",
-                    "expected redis://HOST:PORT (or rediss:// for TLS)",
-                ));
-            }
-        };
-        let bind = self.bind.parse().map_err(|_| {
-            bad(
-                "BLOGQL_BIND",
-                format!("{:?} is not an address like 127.0.0.1:8000", self.bind),
-            )
-        })?;
-        let database_url = self
-            .database_url
-            .parse()
-            .map_err(|reason: String| bad("DATABASE_URL", reason))?;
-        let public_url: Uri = self
-            .public_url
-            .parse()
-            .ok()
-            .filter(|uri: &Uri| {
-                matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
-            })
-            .ok_or_else(|| {
-                bad(
-                    "BLOGQL_PUBLIC_URL",
-                    format!("{:?} is not an http:// or https:// URL", self.public_url),
-                )
-            })?;
+        let public_url = parse::public_url("BLOGQL_PUBLIC_URL", &self.public_url)?;
         let cookie_secure = match &self.cookie_secure {
             None => public_url.scheme_str() == Some("https"),
-            Some(value) => parse_bool(value)
-                .ok_or_else(|| bad("BLOGQL_COOKIE_SECURE", "expected true or false"))?,
+            Some(value) => parse::flag("BLOGQL_COOKIE_SECURE", value)?,
         };
-        let cors_origins = list(&self.cors_origins)
-            .map(|origin| {
-                let valid = origin != "*"
-                    && origin.parse::<Uri>().is_ok_and(|uri| {
-                        uri.scheme().is_some() && uri.host().is_some() && uri.path() == "/"
-                    })
-                    && !origin.ends_with('/');
-                valid
-                    .then(|| HeaderValue::from_str(origin).ok())
-                    .flatten()
-                    .ok_or_else(|| {
-                        bad("BLOGQL_CORS_ORIGINS", format!("{origin:?} is not an origin like https://app.example.com (no wildcard, path or trailing slash)"))
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        let session_idle_timeout =
-            duration("BLOGQL_SESSION_IDLE_TIMEOUT", &self.session_idle_timeout)?;
-        let session_absolute_timeout = duration(
-            "BLOGQL_SESSION_ABSOLUTE_TIMEOUT",
-            &self.session_absolute_timeout,
-        )?;
-        let trusted_proxies = list(&self.trusted_proxies)
-            .map(|entry| {
-                entry
-                    .parse::<IpNet>()
-                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| {
-                        bad(
-                            "BLOGQL_TRUSTED_PROXIES",
-                            format!("{entry:?} is not an IP address or CIDR"),
-                        )
-                    })
-            })
-            .collect::<Result<_, _>>()?;
-        let introspection = parse_bool(&self.introspection)
-            .ok_or_else(|| bad("BLOGQL_INTROSPECTION", "expected true or false"))?;
-        let max_connections = self
-            .max_connections
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_CONNECTIONS).contains(n))
-            .ok_or_else(|| {
-                bad(
-                    "BLOGQL_MAX_CONNECTIONS",
-                    format!("expected a whole number from 1 to {MAX_CONNECTIONS}"),
-                )
-            })?;
-        let connections = ConnectionLimits {
-            max_connections,
-            head_timeout: duration("BLOGQL_REQUEST_HEAD_TIMEOUT", &self.request_head_timeout)?,
-            idle_timeout: duration("BLOGQL_KEEP_ALIVE_TIMEOUT", &self.keep_alive_timeout)?,
-            shutdown_grace: duration("BLOGQL_SHUTDOWN_GRACE", &self.shutdown_grace)?,
-        };
-        let request_timeout = duration("BLOGQL_REQUEST_TIMEOUT", &self.request_timeout)?;
         Ok(Config {
-            bind,
-            database_url,
-            redis,
+            bind: parse::address("BLOGQL_BIND", &self.bind)?,
+            database_url: self
+                .database_url
+                .parse()
+                .map_err(|reason: String| bad("DATABASE_URL", reason))?,
+            redis: parse::redis(
+                ("REDIS_URL", self.redis_url.as_deref()),
+                ("BLOGQL_REDIS_KEY_PREFIX", &self.redis_key_prefix),
+            )?,
             cookie_secure,
-            cors_origins,
-            session_idle_timeout,
-            session_absolute_timeout,
-            trusted_proxies,
-            introspection,
-            connections,
-            request_timeout,
+            cors_origins: parse::origins("BLOGQL_CORS_ORIGINS", &self.cors_origins)?,
+            session_idle_timeout: parse::duration(
+                "BLOGQL_SESSION_IDLE_TIMEOUT",
+                &self.session_idle_timeout,
+            )?,
+            session_absolute_timeout: parse::duration(
+                "BLOGQL_SESSION_ABSOLUTE_TIMEOUT",
+                &self.session_absolute_timeout,
+            )?,
+            trusted_proxies: parse::networks("BLOGQL_TRUSTED_PROXIES", &self.trusted_proxies)?,
+            introspection: parse::flag("BLOGQL_INTROSPECTION", &self.introspection)?,
+            connections: ConnectionLimits {
+                max_connections: parse::count(
+                    "BLOGQL_MAX_CONNECTIONS",
+                    &self.max_connections,
+                    MAX_CONNECTIONS,
+                )?,
+                head_timeout: parse::duration(
+                    "BLOGQL_REQUEST_HEAD_TIMEOUT",
+                    &self.request_head_timeout,
+                )?,
+                idle_timeout: parse::duration(
+                    "BLOGQL_KEEP_ALIVE_TIMEOUT",
+                    &self.keep_alive_timeout,
+                )?,
+                shutdown_grace: parse::duration("BLOGQL_SHUTDOWN_GRACE", &self.shutdown_grace)?,
+            },
+            request_timeout: parse::duration("BLOGQL_REQUEST_TIMEOUT", &self.request_timeout)?,
         })
     }
 }
@@ -387,40 +313,6 @@ pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
         }
     }
     filter
-}
-
-fn list(value: &str) -> impl Iterator<Item = &str> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-}
-
-fn parse_bool(value: &str) -> Option<bool> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-/// Longest session timeout accepted: ten years keeps every deadline a date.
-const MAX_TIMEOUT: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
-
-fn duration(name: &'static str, value: &str) -> Result<Duration, SettingError> {
-    let parsed = humantime::parse_duration(value.trim()).map_err(|err| {
-        bad(
-            name,
-            format!("{value:?} is not a duration like 90s, 15m or 7d ({err})"),
-        )
-    })?;
-    if parsed < Duration::from_secs(1) {
-        return Err(bad(name, "must be at least 1s"));
-    }
-    if parsed > MAX_TIMEOUT {
-        return Err(bad(name, "must be at most 3650d"));
-    }
-    Ok(parsed)
 }
 
 #[cfg(test)]
