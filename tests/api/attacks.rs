@@ -238,6 +238,8 @@ async fn registrations_from_one_address_are_rate_limited() {
             .await;
         if body.get("errors").is_some() {
             assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
+            let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("registrations"), "{body}");
             let retry = body["errors"][0]["extensions"]["retryAfter"].as_u64();
             limited = Some((n, retry.expect("retryAfter")));
             break;

@@ -5,6 +5,7 @@ mod accounts;
 mod attacks;
 mod devices;
 mod editing;
+mod hardening;
 mod helpers;
 mod http;
 mod instances;
