@@ -9,17 +9,13 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{
-    HONEST_PAGE, PASSWORD, Process, TestApp, TestDatabase, assert_no_errors, error_code,
-    raw_exchange,
+use crate::support::{
+    HONEST_PAGE, PASSWORD, Process, Store, TestApp, TestDatabase, assert_no_errors, error_code,
+    first_message, raw_exchange, set_cookie, sha256_hex,
 };
 
 /// Memory the server may use under attack: it idles at about 60 MiB.
 const MEMORY_LIMIT: &str = "--data=1073741824";
-
-fn first_message(body: &Value) -> &str {
-    body["errors"][0]["message"].as_str().unwrap_or_default()
-}
 
 /// `query { ...F0 }` where each fragment spreads the next twice: 2^levels
 /// selections in well under a kilobyte.
@@ -133,10 +129,7 @@ async fn idle_and_half_sent_sockets_never_make_the_server_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed() {
-    let app = TestApp::spawn_with(|config| {
-        config.connections.idle_timeout = Duration::from_secs(1);
-    })
-    .await;
+    let app = TestApp::spawn_with(&[("BLOGQL_KEEP_ALIVE_TIMEOUT", "1s")]).await;
     let mut stream = TcpStream::connect(app.address).await.unwrap();
     let request = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", app.address);
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -180,28 +173,25 @@ async fn sigterm_exits_within_the_grace_period_whatever_is_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_aliased_pages_of_bodies_are_refused_and_one_is_not() {
     let app = TestApp::spawn().await;
-    assert_no_errors(&app.register("alice").await);
+    let alice = app.browser();
+    alice.register("alice").await;
     let long = "x".repeat(50_000);
-    assert_no_errors(&app.create_post("long", &long).await);
+    alice.create_post("long", &long).await;
     let pages: String = (0..16)
         .map(|n| format!("p{n}: posts(first: 100) {{ edges {{ node {{ body }} }} }} "))
         .collect();
-    let before = app.db.statements_executed();
-    let body = app.graphql(&format!("{{ {pages} }}"), json!({})).await;
+    let before = app.statements_executed();
+    let body = alice.graphql(&format!("{{ {pages} }}"), json!({})).await;
     assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
     assert!(first_message(&body).contains("complex"), "{body}");
-    assert_eq!(
-        app.db.statements_executed(),
-        before,
-        "refused before any SQL"
-    );
+    assert_eq!(app.statements_executed(), before, "refused before any SQL");
     let two: String = (0..2)
         .map(|n| format!("p{n}: posts(first: 100) {{ edges {{ node {{ body }} }} }} "))
         .collect();
-    let body = app.graphql(&format!("{{ {two} }}"), json!({})).await;
+    let body = alice.graphql(&format!("{{ {two} }}"), json!({})).await;
     assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
     // An honest page of 100 with every field, bodies of 50,000 characters.
-    let body = app.graphql(HONEST_PAGE, json!({})).await;
+    let body = alice.graphql(HONEST_PAGE, json!({})).await;
     assert_no_errors(&body);
     assert_eq!(body["data"]["posts"]["edges"][0]["node"]["body"], long);
 }
@@ -209,32 +199,33 @@ async fn sixteen_aliased_pages_of_bodies_are_refused_and_one_is_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_operation_runs_at_most_20_mutation_fields() {
     let app = TestApp::spawn().await;
-    assert_no_errors(&app.register("alice").await);
+    let alice = app.browser();
+    alice.register("alice").await;
     let posts = |count: usize| -> String {
         let fields: String = (0..count)
             .map(|n| format!("p{n}: createPost(input: {{title: \"t{n}\", body: \"b\"}}) {{ id }} "))
             .collect();
         format!("mutation {{ {fields} }}")
     };
-    let body = app.graphql(&posts(21), json!({})).await;
+    let body = alice.graphql(&posts(21), json!({})).await;
     assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
     assert!(
         first_message(&body).contains("20 mutation fields"),
         "{body}"
     );
     assert_eq!(app.sql_count("SELECT COUNT(*) AS n FROM posts").await, 0);
-    assert_no_errors(&app.graphql(&posts(20), json!({})).await);
+    assert_no_errors(&alice.graphql(&posts(20), json!({})).await);
     assert_eq!(app.sql_count("SELECT COUNT(*) AS n FROM posts").await, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_from_one_address_are_rate_limited() {
     let app = TestApp::spawn().await;
-    let (client, _) = crate::helpers::browser_from(20);
+    let spammer = app.browser_from(20);
     let mut limited = None;
     for n in 0..40 {
-        let body = app
-            .register_as(&client, &format!("spam{n:02}"), PASSWORD)
+        let body = spammer
+            .register_with(&format!("spam{n:02}"), PASSWORD)
             .await;
         if body.get("errors").is_some() {
             assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
@@ -246,27 +237,25 @@ async fn registrations_from_one_address_are_rate_limited() {
         }
     }
     let (accepted, retry_after) = limited.expect("40 registrations were never limited");
-    assert!(accepted <= 30, "{accepted} accounts from one address");
+    assert_eq!(accepted, 30, "accounts from one address before the limit");
     assert!(retry_after > 0 && retry_after <= 600, "{retry_after}");
     let users = app.sql_count("SELECT COUNT(*) AS n FROM users").await;
     assert_eq!(users, accepted as i64, "the refused one was not created");
     // Another address is not limited.
-    let (other, _) = crate::helpers::browser_from(21);
-    assert_no_errors(&app.register_as(&other, "honest", PASSWORD).await);
+    app.browser_from(21).register("honest").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_session_write_is_a_graphql_error_not_an_empty_500() {
-    let app = TestApp::spawn().await;
-    if app.on_redis() {
-        return; // Redis failing: redis_store.rs.
-    }
-    assert_no_errors(&app.register("alice").await);
+    // Sessions in the database (Redis failing: redis_store.rs).
+    let app = Store::Sql.spawn().await;
+    let alice = app.browser();
+    alice.register("alice").await;
     app.refuse_writes("sessions").await;
     let answers = [
-        app.login_as(&app.new_browser().0, "alice", PASSWORD).await,
-        app.register_as(&app.new_browser().0, "bob", PASSWORD).await,
-        app.graphql("mutation { logout }", json!({})).await,
+        app.browser().login("alice", PASSWORD).await,
+        app.browser().register_with("bob", PASSWORD).await,
+        alice.graphql("mutation { logout }", json!({})).await,
     ];
     for body in answers {
         assert_eq!(error_code(&body), "INTERNAL_SERVER_ERROR", "{body}");
@@ -276,87 +265,64 @@ async fn a_failed_session_write_is_a_graphql_error_not_an_empty_500() {
     }
     // The failed logout left the session in place, and the client knows it.
     app.allow_writes("sessions").await;
-    assert_eq!(app.me().await.as_deref(), Some("alice"));
+    assert_eq!(alice.me().await.as_deref(), Some("alice"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_idle_extension_is_a_graphql_error() {
-    // A 10 s idle timeout extends at most once a second.
-    let app = TestApp::spawn_with(|config| {
-        config.session_idle_timeout = Duration::from_secs(10);
-    })
-    .await;
-    if app.on_redis() {
-        return; // Redis failing: redis_store.rs.
-    }
-    assert_no_errors(&app.register("alice").await);
+    // A 10 s idle timeout extends at most once a second. Sessions in the
+    // database (Redis failing: redis_store.rs).
+    let app = Store::Sql
+        .spawn_with(&[("BLOGQL_SESSION_IDLE_TIMEOUT", "10s")])
+        .await;
+    let alice = app.browser();
+    alice.register("alice").await;
     app.refuse_writes("sessions").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let response = app
-        .client
-        .post(app.graphql_url())
-        .json(&json!({ "query": "{ me { username } }" }))
-        .send()
-        .await
-        .unwrap();
+    let response = alice.send("{ me { username } }", json!({})).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(crate::helpers::set_cookie(response.headers()).is_none());
+    assert!(set_cookie(response.headers()).is_none());
     let body: Value = response.json().await.unwrap();
     assert_eq!(error_code(&body), "INTERNAL_SERVER_ERROR", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_are_refused_while_failures_cannot_be_recorded() {
-    let app = TestApp::spawn().await;
-    if app.on_redis() {
-        return; // The counts live in Redis: redis_store.rs stops it.
-    }
-    assert_no_errors(&app.register("alice").await);
+    // The counts in the database (in Redis: redis_store.rs stops it).
+    let app = Store::Sql.spawn().await;
+    app.browser().register("alice").await;
     app.refuse_writes("login_failures").await;
-    let (client, _) = app.new_browser();
+    let client = app.browser();
     for _ in 0..12 {
-        let wrong = app.login_as(&client, "alice", "not the password").await;
+        let wrong = client.login("alice", "not the password").await;
         assert_eq!(error_code(&wrong), "INTERNAL_SERVER_ERROR", "{wrong}");
     }
-    let right = app.login_as(&client, "alice", PASSWORD).await;
+    let right = client.login("alice", PASSWORD).await;
     assert_eq!(error_code(&right), "INTERNAL_SERVER_ERROR", "{right}");
-    let (answer_wrong, answer_right) = (
-        app.login_as(&client, "alice", "not the password").await,
-        right,
-    );
+    let (answer_wrong, answer_right) = (client.login("alice", "not the password").await, right);
     assert_eq!(
         answer_wrong["errors"][0]["message"],
         answer_right["errors"][0]["message"]
     );
     assert_eq!(answer_right["data"], Value::Null);
     // Nothing signed in meanwhile.
-    let body = app.graphql_as(&client, "{ me { id } }", json!({})).await;
+    let body = client.graphql("{ me { id } }", json!({})).await;
     assert_eq!(body["data"]["me"], Value::Null);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_sessions_table_fails_fast_and_reads_keep_working() {
-    let app = TestApp::spawn().await;
-    if !app.on_postgres() || app.on_redis() {
-        return; // SQLite's writer waits on its busy timeout, tested elsewhere.
-    }
-    assert_no_errors(&app.register("alice").await);
-    assert_no_errors(&app.create_post("t", "b").await);
-    let blogql::db::DatabaseUrl::Postgres(url) = app.database.url.clone() else {
-        unreachable!()
-    };
+    // SQLite's writer waits on its busy timeout, tested in accounts.rs.
+    require!(Postgres);
+    let app = Store::Sql.spawn().await;
+    let alice = app.browser();
+    alice.register("alice").await;
+    alice.create_post("t", "b").await;
     // Another client holds the table, as a stuck migration would.
-    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-    let mut holder = diesel_async::AsyncPgConnection::establish(&url)
-        .await
-        .unwrap();
-    holder
-        .batch_execute("BEGIN; LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE;")
-        .await
-        .unwrap();
+    let holder = app.hold_table("sessions").await;
     let signed_in: Vec<_> = (0..20)
         .map(|_| {
-            let request = app
+            let request = alice
                 .client
                 .post(app.graphql_url())
                 .json(&json!({ "query": "{ me { username } }" }))
@@ -367,10 +333,9 @@ async fn a_locked_sessions_table_fails_fast_and_reads_keep_working() {
         })
         .collect();
     // Anonymous reads go on while those wait for the lock.
-    let (anonymous, _) = app.new_browser();
     let posts = app
-        .graphql_as(
-            &anonymous,
+        .browser()
+        .graphql(
             "{ posts(first: 5) { edges { node { title } } } }",
             json!({}),
         )
@@ -380,72 +345,53 @@ async fn a_locked_sessions_table_fails_fast_and_reads_keep_working() {
         let body = request.await.unwrap();
         assert_eq!(error_code(&body), "INTERNAL_SERVER_ERROR", "{body}");
     }
-    holder.batch_execute("ROLLBACK").await.unwrap();
-    assert_eq!(app.me().await.as_deref(), Some("alice"));
+    holder.release().await;
+    assert_eq!(alice.me().await.as_deref(), Some("alice"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_notices_a_database_that_refuses_writes() {
     let app = TestApp::spawn().await;
-    let ready = |app: &TestApp| {
-        let request = app
+    let browser = app.browser();
+    let ready = || {
+        let request = browser
             .client
             .get(app.url("/readyz"))
             .timeout(Duration::from_secs(10));
         async move { request.send().await.unwrap().status() }
     };
-    assert_eq!(ready(&app).await, StatusCode::OK);
-    match app.database.url.clone() {
-        blogql::db::DatabaseUrl::Sqlite(path) => {
-            // Another process holds the write lock.
-            let lock = crate::helpers::SqliteWriteLock::hold(&path);
-            assert_eq!(ready(&app).await, StatusCode::SERVICE_UNAVAILABLE);
-            drop(lock);
+    assert_eq!(ready().await, StatusCode::OK);
+    if app.on_postgres() {
+        // From a connection of its own: the pool's are all ended, so that
+        // new ones start with the database's new default.
+        app.set_postgres_read_only(true).await;
+        // The first answers may be about the ended connections; then
+        // every one is about the read-only database.
+        for _ in 0..3 {
+            let _ = ready().await;
         }
-        blogql::db::DatabaseUrl::Postgres(url) => {
-            // From a connection of its own: the pool's are all ended, so
-            // that new ones start with the database's new default.
-            use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-            let mut admin = diesel_async::AsyncPgConnection::establish(&url)
-                .await
-                .unwrap();
-            let name = url.rsplit('/').next().unwrap().to_owned();
-            let set_read_only = |on: &str| {
-                format!(
-                    "ALTER DATABASE {name} SET default_transaction_read_only = {on}; \
-                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = '{name}' AND pid <> pg_backend_pid();"
-                )
-            };
-            admin.batch_execute(&set_read_only("on")).await.unwrap();
-            // The first answers may be about the ended connections; then
-            // every one is about the read-only database.
-            for _ in 0..3 {
-                let _ = ready(&app).await;
-            }
-            for _ in 0..3 {
-                assert_eq!(ready(&app).await, StatusCode::SERVICE_UNAVAILABLE);
-            }
-            admin.batch_execute(&set_read_only("off")).await.unwrap();
-            for _ in 0..3 {
-                let _ = ready(&app).await;
-            }
+        for _ in 0..3 {
+            assert_eq!(ready().await, StatusCode::SERVICE_UNAVAILABLE);
         }
+        app.set_postgres_read_only(false).await;
+        for _ in 0..3 {
+            let _ = ready().await;
+        }
+    } else {
+        // Another process holds the write lock.
+        let lock = app.hold_sqlite_write_lock();
+        assert_eq!(ready().await, StatusCode::SERVICE_UNAVAILABLE);
+        drop(lock);
     }
-    assert_eq!(ready(&app).await, StatusCode::OK);
+    assert_eq!(ready().await, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_secret_is_logged_even_at_trace() {
     let database = TestDatabase::new().await;
     let server = Process::start(&database, &[("RUST_LOG", "trace")], &[MEMORY_LIMIT]).await;
-    let (client, jar) = crate::helpers::browser();
-    let graphql = |query: &str, variables: Value| {
-        let request = client
-            .post(server.url("/graphql"))
-            .json(&json!({ "query": query, "variables": variables }));
-        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
-    };
+    let browser = server.browser();
+    let graphql = |query: &'static str, variables: Value| browser.graphql(query, variables);
     let input = json!({ "input": { "username": "alice", "password": "trace-secret-password" } });
     assert_no_errors(
         &graphql(
@@ -468,7 +414,7 @@ async fn nothing_secret_is_logged_even_at_trace() {
         )
         .await,
     );
-    let cookie = crate::helpers::session_cookie(&jar, server.address).expect("signed in");
+    let cookie = browser.session_cookie().expect("signed in");
     let created = graphql(
         "mutation { createApiToken(name: \"a token nobody logs\") { token } }",
         json!({}),
@@ -478,7 +424,7 @@ async fn nothing_secret_is_logged_even_at_trace() {
         .as_str()
         .expect("a token")
         .to_owned();
-    let stored = crate::helpers::sha256_hex(&token);
+    let stored = sha256_hex(&token);
     // Well-formed but unknown (looked up), and malformed (refused by shape).
     let unknown = format!("blogql_{}A", &"nobodyLogsThis".repeat(3)[..42]);
     for bearer in [
@@ -542,7 +488,7 @@ async fn a_body_over_the_limit_is_413_in_the_graphql_shape_however_it_is_sent() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_the_time_limit_is_503_in_the_graphql_shape() {
-    let app = TestApp::spawn_with(|config| config.request_timeout = Duration::from_secs(1)).await;
+    let app = TestApp::spawn_with(&[("BLOGQL_REQUEST_TIMEOUT", "1s")]).await;
     let mut stream = TcpStream::connect(app.address).await.unwrap();
     let head = format!(
         "POST /graphql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"query\":",
@@ -576,7 +522,8 @@ async fn a_request_past_the_time_limit_is_503_in_the_graphql_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_refusal_is_json_with_a_code_and_no_store() {
     let app = TestApp::spawn().await;
-    let csrf = app
+    let browser = app.browser();
+    let csrf = browser
         .client
         .post(app.graphql_url())
         .header("content-type", "text/plain")
@@ -584,17 +531,19 @@ async fn every_refusal_is_json_with_a_code_and_no_store() {
         .send()
         .await
         .unwrap();
-    let get_mutation = app
+    let get_mutation = browser
         .client
         .get(app.graphql_url())
         .query(&[("query", "mutation { logout }")])
         .send()
         .await
         .unwrap();
-    let batch = app.post_json_text(r#"[{"query":"{ me { id } }"}]"#).await;
-    let invalid = app.post_json_text(r#"{"query":"{ nope }"}"#).await;
-    let unparsable = app.post_json_text(r#"{"query":"{"}"#).await;
-    let put = app.client.put(app.graphql_url()).send().await.unwrap();
+    let batch = browser
+        .post_json_text(r#"[{"query":"{ me { id } }"}]"#)
+        .await;
+    let invalid = browser.post_json_text(r#"{"query":"{ nope }"}"#).await;
+    let unparsable = browser.post_json_text(r#"{"query":"{"}"#).await;
+    let put = browser.client.put(app.graphql_url()).send().await.unwrap();
     assert_eq!(put.headers()["allow"], "GET, POST");
     for (response, code) in [
         (put, "METHOD_NOT_ALLOWED"),
@@ -608,7 +557,7 @@ async fn every_refusal_is_json_with_a_code_and_no_store() {
         let body: Value = response.json().await.expect("a JSON body");
         assert_eq!(error_code(&body), code, "{body}");
     }
-    let page = app
+    let page = browser
         .client
         .get(app.graphql_url())
         .header("accept", "text/html")
@@ -621,8 +570,9 @@ async fn every_refusal_is_json_with_a_code_and_no_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planted_sid_cookie_neither_logs_the_user_out_nor_is_cleared() {
     let app = TestApp::spawn().await;
-    assert_no_errors(&app.register("alice").await);
-    let real = app.session_cookie().expect("signed in");
+    let alice = app.browser();
+    alice.register("alice").await;
+    let real = alice.session_cookie().expect("signed in");
     // A well-formed ID no session has, as a sibling subdomain could plant.
     let planted = "AAAAAAAAAAAAAAAAAAAAAA";
     for cookie in [
@@ -630,19 +580,17 @@ async fn a_planted_sid_cookie_neither_logs_the_user_out_nor_is_cleared() {
         format!("sid={real}; sid={planted}"),
     ] {
         let body = app
-            .graphql_with_cookie(&cookie, "{ me { username } }")
+            .cookie_replay(&cookie)
+            .graphql("{ me { username } }", json!({}))
             .await;
         assert_eq!(body["data"]["me"]["username"], "alice", "{cookie}");
     }
-    let response = reqwest::Client::new()
-        .post(app.graphql_url())
-        .header("cookie", format!("sid={planted}"))
-        .json(&json!({ "query": "{ me { username } }" }))
-        .send()
-        .await
-        .unwrap();
+    let response = app
+        .cookie_replay(&format!("sid={planted}"))
+        .send("{ me { username } }", json!({}))
+        .await;
     assert!(
-        crate::helpers::set_cookie(response.headers()).is_none(),
+        set_cookie(response.headers()).is_none(),
         "an unknown session's cookie is left alone"
     );
     let body: Value = response.json().await.unwrap();
@@ -653,6 +601,7 @@ async fn a_planted_sid_cookie_neither_logs_the_user_out_nor_is_cleared() {
 async fn a_missing_required_variable_is_an_error_even_in_a_directive() {
     let app = TestApp::spawn().await;
     let body = app
+        .browser()
         .graphql(
             "query($show: Boolean!) { me @include(if: $show) { id } }",
             json!({}),
@@ -664,8 +613,9 @@ async fn a_missing_required_variable_is_an_error_even_in_a_directive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_introspection_off_no_error_suggests_field_names() {
-    let app = TestApp::spawn_with(|config| config.introspection = false).await;
+    let app = TestApp::spawn_with(&[("BLOGQL_INTROSPECTION", "false")]).await;
     let body = app
+        .browser()
         .graphql("{ post { titl } me { usernam } }", json!({}))
         .await;
     assert!(body.get("errors").is_some(), "{body}");
@@ -674,25 +624,23 @@ async fn with_introspection_off_no_error_suggests_field_names() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_addresses_with_ports_are_throttled_as_their_address() {
-    let app = TestApp::spawn_with(|config| {
-        config.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]
-    })
-    .await;
-    assert_no_errors(&app.register("alice").await);
+    let app = TestApp::spawn_with(&[("BLOGQL_TRUSTED_PROXIES", "127.0.0.1/32")]).await;
+    app.browser().register("alice").await;
+    let attacker = app.browser_forwarded_for("[2001:db8::1]:443");
     for _ in 0..5 {
-        let body = app
-            .login_forwarded_for("[2001:db8::1]:443", "alice", "not the password")
-            .await;
+        let body = attacker.login("alice", "not the password").await;
         assert_eq!(error_code(&body), "INVALID_CREDENTIALS", "{body}");
     }
     // The same address from another port is the same client: locked.
     let body = app
-        .login_forwarded_for("[2001:db8::1]:8443", "alice", PASSWORD)
+        .browser_forwarded_for("[2001:db8::1]:8443")
+        .login("alice", PASSWORD)
         .await;
     assert_eq!(error_code(&body), "RATE_LIMITED", "{body}");
     // Everyone else behind the proxy is not.
     assert_no_errors(
-        &app.login_forwarded_for("203.0.113.9:5555", "alice", PASSWORD)
+        &app.browser_forwarded_for("203.0.113.9:5555")
+            .login("alice", PASSWORD)
             .await,
     );
 }
@@ -700,10 +648,11 @@ async fn forwarded_addresses_with_ports_are_throttled_as_their_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_right_logins_of_one_account_all_succeed() {
     let app = TestApp::spawn().await;
-    assert_no_errors(&app.register("alice").await);
+    let alice = app.browser();
+    alice.register("alice").await;
     let logins: Vec<_> = (0..16)
         .map(|_| {
-            let request = app.client.post(app.graphql_url()).json(&json!({
+            let request = alice.client.post(app.graphql_url()).json(&json!({
                 "query": "mutation($input: LoginInput!) { login(input: $input) { username } }",
                 "variables": { "input": { "username": "alice", "password": PASSWORD } },
             }));

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_no_errors, error_code, instant};
+use crate::support::{TestApp, assert_no_errors, error_code, instant};
 
 const UPDATE: &str = "mutation($id: ID!, $input: UpdatePostInput!) {
     updatePost(id: $id, input: $input) { id title body createdAt updatedAt author { username } }

@@ -7,9 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{PASSWORD, TestApp, assert_no_errors, error_code, set_cookie};
-
-const ME: &str = "{ me { username } }";
+use crate::support::{ME, PASSWORD, TestApp, assert_no_errors, error_code, set_cookie};
 
 /// Registers `username` from a client without a cookie jar; its `sid=…`.
 async fn signed_up(app: &TestApp, username: &str) -> String {
@@ -37,11 +35,11 @@ async fn planted_cookies_before_the_real_one_do_not_sign_the_user_out() {
             .map(|n| format!("sid=AAAAAAAAAAAAAAAAAAA{:03}", n % 1000))
             .collect();
         let cookie = format!("{}; {real}", fakes.join("; "));
-        let before = app.db.statements_executed();
-        let body = app.graphql_with_cookie(&cookie, ME).await;
+        let before = app.statements_executed();
+        let body = app.cookie_replay(&cookie).graphql(ME, json!({})).await;
         assert_eq!(body["data"]["me"]["username"], "alice", "{planted}: {body}");
         if !app.on_redis() {
-            let cost = app.db.statements_executed() - before;
+            let cost = app.statements_executed() - before;
             assert_eq!(cost, 1, "one round trip for {planted} cookies");
         }
     }
@@ -173,25 +171,26 @@ async fn of_two_racing_password_changes_the_loser_changes_nothing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sessions_and_tokens_of_a_deleted_user_are_nobodys() {
-    let app = TestApp::spawn().await;
-    let alice = app.browser();
-    alice.register("alice").await;
-    let token = app.token_client(&alice.create_token("script").await);
-    assert!(alice.me().await.is_some());
-    app.sql_execute("DELETE FROM users WHERE username = 'alice'")
-        .await;
-    assert_eq!(alice.me().await, None, "the session is anonymous at once");
-    let response = token.send(ME, json!({})).await;
-    assert_eq!(response.status(), 401, "the token is gone with its user");
-    let body = alice
-        .graphql(
-            "mutation { createPost(input: { title: \"t\", body: \"b\" }) { id } }",
-            json!({}),
-        )
-        .await;
-    assert_eq!(error_code(&body), "UNAUTHENTICATED", "{body}");
+store_tests! {
+    async fn the_sessions_and_tokens_of_a_deleted_user_are_nobodys(store) {
+        let app = store.spawn().await;
+        let alice = app.browser();
+        alice.register("alice").await;
+        let token = app.token_client(&alice.create_token("script").await);
+        assert!(alice.me().await.is_some());
+        app.sql_execute("DELETE FROM users WHERE username = 'alice'")
+            .await;
+        assert_eq!(alice.me().await, None, "the session is anonymous at once");
+        let response = token.send(ME, json!({})).await;
+        assert_eq!(response.status(), 401, "the token is gone with its user");
+        let body = alice
+            .graphql(
+                "mutation { createPost(input: { title: \"t\", body: \"b\" }) { id } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(error_code(&body), "UNAUTHENTICATED", "{body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,13 +4,14 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_no_errors, error_code};
+use crate::support::{TestApp, assert_no_errors, error_code};
 
 const REGISTER: &str = r#"mutation { register(input: {username: "alice", password: "correct horse battery"}) { id } }"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn form_content_types_are_refused_by_the_csrf_rule() {
     let app = TestApp::spawn().await;
+    let browser = app.browser();
     let body = json!({ "query": REGISTER }).to_string();
     for content_type in [
         "text/plain",
@@ -19,7 +20,7 @@ async fn form_content_types_are_refused_by_the_csrf_rule() {
         "multipart/form-data; boundary=x",
         "",
     ] {
-        let mut request = app.client.post(app.graphql_url()).body(body.clone());
+        let mut request = browser.client.post(app.graphql_url()).body(body.clone());
         if !content_type.is_empty() {
             request = request.header("content-type", content_type);
         }
@@ -43,7 +44,7 @@ async fn form_content_types_are_refused_by_the_csrf_rule() {
     );
     // Either preflight header lets the same body through.
     for header in ["apollo-require-preflight", "x-apollo-operation-name"] {
-        let response = app
+        let response = browser
             .client
             .post(app.graphql_url())
             .header("content-type", "text/plain")
@@ -55,7 +56,7 @@ async fn form_content_types_are_refused_by_the_csrf_rule() {
         assert_eq!(response.status(), StatusCode::OK, "{header}");
         assert_no_errors(&response.json().await.unwrap());
     }
-    let response = app
+    let response = browser
         .client
         .post(app.graphql_url())
         .json(&json!({ "query": REGISTER }))
@@ -68,13 +69,14 @@ async fn form_content_types_are_refused_by_the_csrf_rule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_runs_queries_with_a_preflight_header() {
     let app = TestApp::spawn().await;
-    assert_no_errors(&app.register("alice").await);
+    let browser = app.browser();
+    browser.register("alice").await;
     let url = format!(
         "{}?query={}",
         app.graphql_url(),
         "%7B%20me%20%7B%20username%20%7D%20%7D"
     );
-    let response = app
+    let response = browser
         .client
         .get(&url)
         .header("apollo-require-preflight", "true")
@@ -85,14 +87,15 @@ async fn get_runs_queries_with_a_preflight_header() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["data"]["me"]["username"], "alice");
     // Without the header a GET is what a cross-site <img> or link could send.
-    let response = app.client.get(&url).send().await.unwrap();
+    let response = browser.client.get(&url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_never_runs_a_mutation() {
     let app = TestApp::spawn().await;
-    let response = app
+    let browser = app.browser();
+    let response = browser
         .client
         .get(app.graphql_url())
         .query(&[("query", REGISTER)])
@@ -107,7 +110,7 @@ async fn get_never_runs_a_mutation() {
         "query Q {{ me {{ id }} }} mutation M {REGISTER}",
         REGISTER = &REGISTER["mutation ".len()..]
     );
-    let response = app
+    let response = browser
         .client
         .get(app.graphql_url())
         .query(&[("query", document.as_str()), ("operationName", "M")])
@@ -119,7 +122,7 @@ async fn get_never_runs_a_mutation() {
     // A lone named mutation, with and without the preflight header.
     let named = format!("mutation M {}", &REGISTER["mutation ".len()..]);
     for header in [Some("true"), None] {
-        let mut request = app
+        let mut request = browser
             .client
             .get(app.graphql_url())
             .query(&[("query", named.as_str())]);
@@ -139,11 +142,12 @@ async fn get_never_runs_a_mutation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_that_are_not_one_request_get_a_graphql_shaped_400() {
     let app = TestApp::spawn().await;
+    let browser = app.browser();
     for body in [
         "{not json",
         r#"[{"query":"{ me { id } }"},{"query":"{ me { id } }"}]"#,
     ] {
-        let response = app.post_json_text(body).await;
+        let response = browser.post_json_text(body).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
         let answer: Value = response.json().await.expect("a JSON error body");
         assert_eq!(error_code(&answer), "BAD_REQUEST", "{answer}");
@@ -153,7 +157,8 @@ async fn bodies_that_are_not_one_request_get_a_graphql_shaped_400() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graphiql_is_served_from_the_binary_under_a_strict_csp() {
     let app = TestApp::spawn().await;
-    let response = app
+    let browser = app.browser();
+    let response = browser
         .client
         .get(app.graphql_url())
         .header("accept", "text/html")
@@ -184,10 +189,10 @@ async fn graphiql_is_served_from_the_binary_under_a_strict_csp() {
         .collect();
     assert!(assets.len() >= 5, "scripts and styles: {assets:?}");
     for asset in assets {
-        let response = app.client.get(app.url(asset)).send().await.unwrap();
+        let response = browser.client.get(app.url(asset)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{asset}");
     }
-    let init = app
+    let init = browser
         .client
         .get(app.url("/graphiql/init.js"))
         .send()
@@ -206,8 +211,10 @@ async fn graphiql_is_served_from_the_binary_under_a_strict_csp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn responses_follow_graphql_over_http() {
     let app = TestApp::spawn().await;
+    let browser = app.browser();
     let send = |accept: &'static str, query: &'static str| {
-        app.client
+        browser
+            .client
             .post(app.graphql_url())
             .header("accept", accept)
             .json(&json!({ "query": query }))
@@ -243,12 +250,11 @@ async fn responses_follow_graphql_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_allows_credentials_only_for_listed_origins() {
-    let app = TestApp::spawn_with(|config| {
-        config.cors_origins = vec!["https://app.example".parse().unwrap()]
-    })
-    .await;
+    let app = TestApp::spawn_with(&[("BLOGQL_CORS_ORIGINS", "https://app.example")]).await;
+    let browser = app.browser();
     let preflight = |origin: &'static str| {
-        app.client
+        browser
+            .client
             .request(reqwest::Method::OPTIONS, app.graphql_url())
             .header("origin", origin)
             .header("access-control-request-method", "POST")
@@ -274,6 +280,7 @@ async fn cors_allows_credentials_only_for_listed_origins() {
     // Without a list, no cross-origin access at all.
     let closed = TestApp::spawn().await;
     let response = closed
+        .browser()
         .client
         .post(closed.graphql_url())
         .header("origin", "https://app.example")
@@ -292,8 +299,9 @@ async fn cors_allows_credentials_only_for_listed_origins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_readiness_answer() {
     let app = TestApp::spawn().await;
+    let browser = app.browser();
     for path in ["/healthz", "/readyz"] {
-        let response = app.client.get(app.url(path)).send().await.unwrap();
+        let response = browser.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
 }

@@ -4,59 +4,52 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{TestApp, assert_no_errors};
-
-fn first_message(body: &Value) -> String {
-    body["errors"][0]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
+use crate::support::{HONEST_PAGE, TestApp, assert_no_errors, first_message};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_honest_page_of_100_posts_with_every_field_is_accepted() {
     let app = TestApp::spawn().await;
-    assert_no_errors(&app.register("alice").await);
-    assert_no_errors(&app.create_post("t", "b").await);
-    let body = app.graphql(crate::helpers::HONEST_PAGE, json!({})).await;
+    let browser = app.browser();
+    browser.register("alice").await;
+    browser.create_post("t", "b").await;
+    let body = browser.graphql(HONEST_PAGE, json!({})).await;
     assert_no_errors(&body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_nesting_is_refused_before_touching_the_database() {
     let app = TestApp::spawn().await;
+    let browser = app.browser();
     let mut query = String::from("id");
     for _ in 0..30 {
         query = format!("posts(first: 1) {{ edges {{ node {{ author {{ {query} }} }} }} }}");
     }
     let query = format!("{{ {query} }}");
-    let before = app.db.statements_executed();
-    let body = app.graphql(&query, json!({})).await;
+    let before = app.statements_executed();
+    let body = browser.graphql(&query, json!({})).await;
     assert!(first_message(&body).contains("nested too deep"), "{body}");
-    assert_eq!(
-        app.db.statements_executed(),
-        before,
-        "refused before any SQL"
-    );
+    assert_eq!(app.statements_executed(), before, "refused before any SQL");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nesting_past_the_depth_limit_is_refused_by_name() {
     let app = TestApp::spawn().await;
+    let browser = app.browser();
     // Five levels of posts -> author: depth 21, well inside what the parser
     // accepts, so this is the depth limit speaking.
     let mut query = String::from("id");
     for _ in 0..5 {
         query = format!("posts(first: 1) {{ edges {{ node {{ author {{ {query} }} }} }} }}");
     }
-    let body = app.graphql(&format!("{{ {query} }}"), json!({})).await;
+    let body = browser.graphql(&format!("{{ {query} }}"), json!({})).await;
     assert!(first_message(&body).contains("nested too deep"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_operation_runs_at_most_one_password_hash() {
     let app = TestApp::spawn().await;
-    let body = app
+    let browser = app.browser();
+    let body = browser
         .graphql(
             r#"mutation {
                 a: register(input: {username: "alias_a", password: "correct horse battery"}) { id }
@@ -72,39 +65,38 @@ async fn one_operation_runs_at_most_one_password_hash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_text_over_100_kib_is_refused_before_parsing() {
     let app = TestApp::spawn().await;
+    let browser = app.browser();
     let query = format!("{{ {} }}", "me { id } ".repeat(12_000));
-    let before = app.db.statements_executed();
-    let body = app.graphql(&query, json!({})).await;
+    let before = app.statements_executed();
+    let body = browser.graphql(&query, json!({})).await;
     assert!(first_message(&body).contains("too complex"), "{body}");
-    assert_eq!(app.db.statements_executed(), before);
+    assert_eq!(app.statements_executed(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_aliased_pages_are_refused() {
     let app = TestApp::spawn().await;
+    let browser = app.browser();
     let fields: String = (0..1000)
         .map(|n| format!("p{n}: posts(first: 100) {{ edges {{ node {{ id }} }} }} "))
         .collect();
-    let before = app.db.statements_executed();
-    let body = app.graphql(&format!("{{ {fields} }}"), json!({})).await;
+    let before = app.statements_executed();
+    let body = browser.graphql(&format!("{{ {fields} }}"), json!({})).await;
     assert!(first_message(&body).contains("complex"), "{body}");
-    assert_eq!(
-        app.db.statements_executed(),
-        before,
-        "refused before any SQL"
-    );
+    assert_eq!(app.statements_executed(), before, "refused before any SQL");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_50k_post_in_a_1_mib_body_fits_and_a_5_mb_body_does_not() {
     let app = TestApp::spawn().await;
-    assert_no_errors(&app.register("alice").await);
+    let browser = app.browser();
+    browser.register("alice").await;
     let query = "mutation($input: CreatePostInput!) { createPost(input: $input) { id } }";
     let mut body = json!({ "query": query, "variables": { "input": { "title": "long", "body": "é".repeat(50_000) } } }).to_string();
     // Pad with JSON whitespace up to just under 1 MiB.
     body.insert_str(1, &" ".repeat(1024 * 1024 - 1 - body.len()));
     assert_eq!(body.len(), 1024 * 1024 - 1);
-    let response = app.post_json_text(body).await;
+    let response = browser.post_json_text(body).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_no_errors(&response.json().await.unwrap());
 
@@ -127,10 +119,12 @@ async fn a_50k_post_in_a_1_mib_body_fits_and_a_5_mb_body_does_not() {
 async fn introspection_is_on_by_default_and_can_be_turned_off() {
     let query = "{ __schema { queryType { name } } }";
     let app = TestApp::spawn().await;
-    let body = app.graphql(query, json!({})).await;
+    let browser = app.browser();
+    let body = browser.graphql(query, json!({})).await;
     assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
-    let closed = TestApp::spawn_with(|config| config.introspection = false).await;
+    let closed = TestApp::spawn_with(&[("BLOGQL_INTROSPECTION", "false")]).await;
     let body = closed
+        .browser()
         .graphql("{ __schema { types { name } } }", json!({}))
         .await;
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_no_errors, error_code};
+use crate::support::{TestApp, assert_no_errors, error_code};
 
 const PAGE: &str = "query($first: Int, $after: String) {
     posts(first: $first, after: $after) {
@@ -24,15 +24,16 @@ fn titles(body: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_post_trims_the_title_and_credits_the_session_user() {
     let app = TestApp::spawn().await;
-    let user = app.register("alice").await;
-    let body = app.create_post("  Hello, world  ", "First!\n").await;
+    let alice = app.browser();
+    let user_id = alice.register("alice").await;
+    let body = alice.create_post_with("  Hello, world  ", "First!\n").await;
     assert_no_errors(&body);
     let post = &body["data"]["createPost"];
     assert_eq!(post["title"], "Hello, world");
     assert_eq!(post["body"], "First!\n", "the body is stored as given");
-    assert_eq!(post["author"]["id"], user["data"]["register"]["id"]);
+    assert_eq!(post["author"]["id"], user_id.as_str());
     let id = post["id"].as_str().unwrap();
-    let read = app
+    let read = alice
         .graphql(
             "query($id: ID!) { post(id: $id) { title author { username } } }",
             json!({ "id": id }),
@@ -44,7 +45,8 @@ async fn create_post_trims_the_title_and_credits_the_session_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_post_enforces_the_validation_rules() {
     let app = TestApp::spawn().await;
-    assert_no_errors(&app.register("alice").await);
+    let alice = app.browser();
+    alice.register("alice").await;
     let cases = [
         ("   ", "body", "title"),
         (&"t".repeat(201), "body", "title"),
@@ -54,14 +56,14 @@ async fn create_post_enforces_the_validation_rules() {
         ("title", "nul\0", "body"),
     ];
     for (title, body_text, field) in cases {
-        let body = app.create_post(title, body_text).await;
+        let body = alice.create_post_with(title, body_text).await;
         assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
         assert_eq!(body["errors"][0]["extensions"]["field"], field);
     }
     assert_eq!(app.sql_count("SELECT COUNT(*) AS n FROM posts").await, 0);
     // Limits count characters: 200 and 50,000 four-byte characters fit.
-    let body = app
-        .create_post(&format!("  {}  ", "😀".repeat(200)), &"😀".repeat(50_000))
+    let body = alice
+        .create_post_with(&format!("  {}  ", "😀".repeat(200)), &"😀".repeat(50_000))
         .await;
     assert_no_errors(&body);
     assert_eq!(body["data"]["createPost"]["title"], "😀".repeat(200));
@@ -70,8 +72,9 @@ async fn create_post_enforces_the_validation_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_post_ids_are_null() {
     let app = TestApp::spawn().await;
+    let reader = app.browser();
     for id in ["999999", "not-an-id", ""] {
-        let body = app
+        let body = reader
             .graphql(
                 "query($id: ID!) { post(id: $id) { id } }",
                 json!({ "id": id }),
@@ -85,11 +88,12 @@ async fn unknown_post_ids_are_null() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_are_newest_first_without_duplicates_or_gaps() {
     let app = TestApp::spawn().await;
-    assert_no_errors(&app.register("alice").await);
+    let alice = app.browser();
+    alice.register("alice").await;
     for n in 1..=5 {
-        assert_no_errors(&app.create_post(&format!("post {n}"), "b").await);
+        alice.create_post(&format!("post {n}"), "b").await;
     }
-    let first = app.graphql(PAGE, json!({ "first": 2 })).await;
+    let first = alice.graphql(PAGE, json!({ "first": 2 })).await;
     assert_eq!(titles(&first), ["post 5", "post 4"]);
     let info = &first["data"]["posts"]["pageInfo"];
     assert_eq!(info["hasNextPage"], true);
@@ -99,21 +103,21 @@ async fn pages_are_newest_first_without_duplicates_or_gaps() {
         first["data"]["posts"]["edges"][0]["cursor"]
     );
     // New posts arrive between pages: the next pages neither repeat nor skip.
-    assert_no_errors(&app.create_post("post 6", "b").await);
-    let second = app
+    alice.create_post("post 6", "b").await;
+    let second = alice
         .graphql(PAGE, json!({ "first": 2, "after": info["endCursor"] }))
         .await;
     assert_eq!(titles(&second), ["post 3", "post 2"]);
     assert_eq!(second["data"]["posts"]["pageInfo"]["hasPreviousPage"], true);
     let cursor = &second["data"]["posts"]["pageInfo"]["endCursor"];
-    let third = app
+    let third = alice
         .graphql(PAGE, json!({ "first": 2, "after": cursor }))
         .await;
     assert_eq!(titles(&third), ["post 1"]);
     let info = &third["data"]["posts"]["pageInfo"];
     assert_eq!(info["hasNextPage"], false);
     // The default page size is 20 and the newest post leads.
-    let all = app.graphql(PAGE, json!({})).await;
+    let all = alice.graphql(PAGE, json!({})).await;
     assert_eq!(titles(&all).len(), 6);
     assert_eq!(titles(&all)[0], "post 6");
 }
@@ -121,38 +125,39 @@ async fn pages_are_newest_first_without_duplicates_or_gaps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_arguments_out_of_range_are_bad_user_input() {
     let app = TestApp::spawn().await;
+    let reader = app.browser();
     for (variables, field) in [
         (json!({ "first": 0 }), "first"),
         (json!({ "first": 101 }), "first"),
         (json!({ "first": -5 }), "first"),
         (json!({ "after": "not a cursor" }), "after"),
     ] {
-        let body = app.graphql(PAGE, variables).await;
+        let body = reader.graphql(PAGE, variables).await;
         assert_eq!(error_code(&body), "BAD_USER_INPUT", "{body}");
         assert_eq!(body["errors"][0]["extensions"]["field"], field);
     }
-    assert_no_errors(&app.graphql(PAGE, json!({ "first": 100 })).await);
+    assert_no_errors(&reader.graphql(PAGE, json!({ "first": 100 })).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_posts_lists_only_that_authors_posts() {
     let app = TestApp::spawn().await;
-    assert_no_errors(&app.register("alice").await);
-    assert_no_errors(&app.create_post("by alice", "b").await);
-    let (bob, _) = app.new_browser();
-    assert_no_errors(&app.register_as(&bob, "bob", crate::helpers::PASSWORD).await);
-    assert_no_errors(&app.create_post_as(&bob, "by bob 1", "b").await);
-    assert_no_errors(&app.create_post_as(&bob, "by bob 2", "b").await);
-    let body = app
-        .graphql_as(&bob, "{ me { posts(first: 1) { edges { node { title author { username } } } pageInfo { hasNextPage endCursor } } } }", json!({}))
+    let alice = app.browser();
+    alice.register("alice").await;
+    alice.create_post("by alice", "b").await;
+    let bob = app.browser();
+    bob.register("bob").await;
+    bob.create_post("by bob 1", "b").await;
+    bob.create_post("by bob 2", "b").await;
+    let body = bob
+        .graphql("{ me { posts(first: 1) { edges { node { title author { username } } } pageInfo { hasNextPage endCursor } } } }", json!({}))
         .await;
     assert_no_errors(&body);
     let posts = &body["data"]["me"]["posts"];
     assert_eq!(posts["edges"][0]["node"]["title"], "by bob 2");
     assert_eq!(posts["pageInfo"]["hasNextPage"], true);
-    let next = app
-        .graphql_as(
-            &bob,
+    let next = bob
+        .graphql(
             "query($after: String) { me { posts(after: $after) { edges { node { title } } pageInfo { hasNextPage } } } }",
             json!({ "after": posts["pageInfo"]["endCursor"] }),
         )
@@ -169,21 +174,19 @@ async fn a_page_of_100_posts_by_100_authors_costs_two_statements() {
         let app = &app;
         async move {
             // 25 authors per address: under the registration limit.
-            let (client, _) = crate::helpers::browser_from(10 + n / 25);
-            assert_no_errors(
-                &app.register_as(&client, &format!("author{n:03}"), crate::helpers::PASSWORD)
-                    .await,
-            );
-            assert_no_errors(&app.create_post_as(&client, &format!("post {n}"), "b").await);
+            let author = app.browser_from(10 + n / 25);
+            author.register(&format!("author{n:03}")).await;
+            author.create_post(&format!("post {n}"), "b").await;
         }
     });
     futures_util::future::join_all(registrations).await;
     let query = "{ posts(first: 100) { edges { node { id title author { id username } } } } }";
+    let reader = app.browser();
     let mut costs = Vec::new();
     for _ in 0..3 {
-        let before = app.db.statements_executed();
-        let body = app.graphql(query, json!({})).await;
-        let cost = app.db.statements_executed() - before;
+        let before = app.statements_executed();
+        let body = reader.graphql(query, json!({})).await;
+        let cost = app.statements_executed() - before;
         let edges = body["data"]["posts"]["edges"].as_array().expect("edges");
         assert_eq!(edges.len(), 100);
         let authors: std::collections::HashSet<_> = edges

@@ -4,11 +4,11 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_blogql");
+use crate::support::{PASSWORD, TestApp, TestDatabase, blogql_bin, error_code};
 
 fn blogql(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(blogql_bin());
     command
         .args(args)
         .current_dir(dir.path())
@@ -115,7 +115,7 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = Command::new(BIN)
+    let mut server = Command::new(blogql_bin())
         .current_dir(dir.path())
         .env("BLOGQL_BIND", format!("127.0.0.1:{port}"))
         .env("DATABASE_URL", "sqlite://blogql.db")
@@ -198,15 +198,15 @@ async fn sigterm_finishes_requests_in_flight_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_starting_together_on_postgresql_take_turns_migrating() {
-    let database = crate::helpers::TestDatabase::new().await;
-    let blogql::db::DatabaseUrl::Postgres(url) = database.url.clone() else {
-        return; // One SQLite file has one writer anyway.
-    };
+    // One SQLite file has one writer anyway.
+    require!(Postgres);
+    let database = TestDatabase::new().await;
+    let url = database.postgres_url().expect("a PostgreSQL database");
     let runs: Vec<_> = (0..4)
         .map(|_| {
-            Command::new(BIN)
+            Command::new(blogql_bin())
                 .arg("migrate")
-                .env("DATABASE_URL", &url)
+                .env("DATABASE_URL", url)
                 .env("RUST_LOG", "warn")
                 .stderr(Stdio::piped())
                 .spawn()
@@ -232,7 +232,7 @@ fn create_admin(
 ) -> (Option<i32>, String, String) {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(blogql_bin())
         .args(["create-admin", username])
         .current_dir(dir.path())
         .env_remove("DATABASE_URL")
@@ -256,7 +256,7 @@ fn create_admin(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_admin_makes_the_first_admin_promotes_a_user_and_changes_nothing_twice() {
-    let app = crate::helpers::TestApp::spawn().await;
+    let app = TestApp::spawn().await;
     let env = app.database.env();
     // A line from a pipe, ended as Windows editors end it too.
     let (code, stdout, stderr) = create_admin("root", "an operator's secret\r\n", &env);
@@ -272,7 +272,7 @@ async fn create_admin_makes_the_first_admin_promotes_a_user_and_changes_nothing_
     assert_eq!(stdout, "root is already an admin; nothing changed\n");
     let again = app.browser();
     assert_eq!(
-        crate::helpers::error_code(&again.login("root", "a different secret").await),
+        error_code(&again.login("root", "a different secret").await),
         "INVALID_CREDENTIALS",
         "the password is left alone"
     );
@@ -293,7 +293,7 @@ async fn create_admin_makes_the_first_admin_promotes_a_user_and_changes_nothing_
         "the line says which store it used"
     );
     assert_eq!(bob.me().await, None, "the session with the old role ended");
-    let body = bob.login("bob", crate::helpers::PASSWORD).await;
+    let body = bob.login("bob", PASSWORD).await;
     assert_eq!(
         body["data"]["login"]["role"], "ADMIN",
         "same password, new role"
@@ -302,7 +302,7 @@ async fn create_admin_makes_the_first_admin_promotes_a_user_and_changes_nothing_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_admin_refuses_bad_input_with_one_line_and_exit_code_2() {
-    let app = crate::helpers::TestApp::spawn().await;
+    let app = TestApp::spawn().await;
     let env = app.database.env();
     let unreachable = [(
         "DATABASE_URL",
@@ -336,14 +336,14 @@ async fn create_admin_refuses_bad_input_with_one_line_and_exit_code_2() {
 async fn create_admin_on_a_terminal_asks_twice_without_echo() {
     use std::io::Write;
     use std::sync::mpsc;
-    let app = crate::helpers::TestApp::spawn().await;
+    let app = TestApp::spawn().await;
     // A name of this run's own, to find its process by.
     let username = format!("tty{:08x}", rand::random::<u32>());
     // util-linux `script` gives the program a terminal of its own.
     let mut child = Command::new("script")
         .args([
             "-qefc",
-            &format!("{BIN} create-admin {username}"),
+            &format!("{} create-admin {username}", blogql_bin()),
             "/dev/null",
         ])
         .env_remove("RUST_LOG")

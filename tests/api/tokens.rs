@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{PASSWORD, TestApp, assert_no_errors, error_code, instant};
+use crate::support::{PASSWORD, TestApp, assert_no_errors, error_code, instant};
 
 const CREATE: &str = "mutation($name: String!) {
     createApiToken(name: $name) { token apiToken { id name createdAt lastUsedAt } }
@@ -53,7 +53,7 @@ async fn a_token_is_shown_once_stored_hashed_and_signs_a_script_in() {
         .await;
     assert_eq!(stored.len(), 2);
     assert!(
-        stored.contains(&crate::helpers::sha256_hex(token)),
+        stored.contains(&crate::support::sha256_hex(token)),
         "only its SHA-256: {stored:?}"
     );
     let listed = alice
@@ -163,7 +163,7 @@ async fn a_request_with_a_token_and_a_cookie_uses_the_token_alone() {
         .await
         .unwrap();
     assert_eq!(body["data"]["logout"], false, "{body}");
-    assert_eq!(alice.me().await.map(|me| me.0).as_deref(), Some("alice"));
+    assert_eq!(alice.me().await.as_deref(), Some("alice"));
     assert_eq!(
         app.token_client(&bobs_token).me().await.as_deref(),
         Some("bob")
@@ -217,7 +217,7 @@ async fn a_bad_token_refuses_the_whole_request_with_401() {
         }
     }
     // A token that cannot be one of ours costs no database work to refuse.
-    let before = app.db.statements_executed();
+    let before = app.statements_executed();
     for token in [
         "blogql_short",
         "not-even-ours",
@@ -232,7 +232,7 @@ async fn a_bad_token_refuses_the_whole_request_with_401() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(app.db.statements_executed(), before, "refused by its shape");
+    assert_eq!(app.statements_executed(), before, "refused by its shape");
     // Another scheme is not ours: a proxy's Basic credentials pass by.
     let basic = reqwest::Client::new()
         .post(app.graphql_url())
@@ -510,7 +510,7 @@ async fn lists_of_tokens_and_sessions_weigh_what_they_can_return() {
 async fn a_token_request_never_waits_to_record_its_use() {
     // Well under the time a held-up write waits (5 s on SQLite, 3 s on
     // PostgreSQL) before it fails.
-    let app = TestApp::spawn_with(|config| config.request_timeout = Duration::from_secs(2)).await;
+    let app = TestApp::spawn_with(&[("BLOGQL_REQUEST_TIMEOUT", "2s")]).await;
     let alice = app.browser();
     alice.register("alice").await;
     let script = app.token_client(&alice.create_token("script").await);

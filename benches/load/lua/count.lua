@@ -1,6 +1,6 @@
 -- Success counting and the result line shared by every load scenario.
 --
--- `benches/load.rs` prepends a few lines that set `wrk.method`, `wrk.body`
+-- `benches/load/wrk.rs` prepends a few lines that set `wrk.method`, `wrk.body`
 -- and `wrk.headers` for one scenario, then appends this file. The same
 -- script runs against blogql and against the bare "ceiling" handler, so
 -- both are measured with the same client-side work per response.

@@ -1,0 +1,234 @@
+//! Programs tests run as child processes: the `blogql` binary as a user
+//! runs it (under `prlimit`), and a redis-server of a test's own.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{Browser, TestDatabase};
+
+/// The `blogql` binary under test (`BLOGQL_TEST_BIN` names another build,
+/// to measure an older one against the same attacks).
+pub fn blogql_bin() -> String {
+    std::env::var("BLOGQL_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_blogql").to_owned())
+}
+
+/// The `blogql` binary, running as a user runs it, under resource limits.
+pub struct Process {
+    pub address: SocketAddr,
+    child: Option<Child>,
+    log: Option<std::thread::JoinHandle<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Starts `blogql serve` on `database` with `env` under `prlimit`'s
+    /// `limits` (`--nofile=256`, `--data=…`), and waits until it answers.
+    pub async fn start(database: &TestDatabase, env: &[(&str, &str)], limits: &[&str]) -> Self {
+        use std::io::Read;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+        let mut command = Command::new("prlimit");
+        command
+            .args(limits)
+            .arg("--")
+            .arg(blogql_bin())
+            .current_dir(dir.path())
+            .env("BLOGQL_BIND", address.to_string())
+            .envs(database.env())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start blogql under prlimit");
+        // Read the log as it comes, so a full pipe never blocks the server.
+        let mut stderr = child.stderr.take().expect("a piped stderr");
+        let log = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let process = Self {
+            address,
+            child: Some(child),
+            log: Some(log),
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            let ready = client
+                .get(process.url("/readyz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if ready.is_ok_and(|response| response.status().is_success()) {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("blogql never became ready");
+    }
+
+    /// `http://127.0.0.1:PORT{path}`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// A new browser with an empty cookie jar, talking to this process.
+    pub fn browser(&self) -> Browser {
+        Browser::new(self.address, reqwest::Client::builder())
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The process's peak resident memory so far, in MiB.
+    pub fn peak_rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the process is alive");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .expect("VmHWM")
+            / 1024
+    }
+
+    /// Whether the process is still running.
+    #[allow(dead_code)]
+    pub fn is_running(&mut self) -> bool {
+        matches!(
+            self.child.as_mut().map(|child| child.try_wait()),
+            Some(Ok(None))
+        )
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+
+    /// Waits up to `bound` for the process to exit; its exit code, or
+    /// `None` if it was still running (then it is killed).
+    pub async fn wait_exit(&mut self, bound: Duration) -> Option<i32> {
+        let deadline = tokio::time::Instant::now() + bound;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|child| child.try_wait()) {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Stops the process (if running) and returns everything it logged.
+    pub fn log(mut self) -> String {
+        self.kill();
+        self.log
+            .take()
+            .and_then(|log| log.join().ok())
+            .unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A redis-server of this test's own, stopped when dropped.
+pub struct OwnRedis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    /// Starts redis-server on `port` (again, after [`OwnRedis::stop`]).
+    pub fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    /// Starts redis-server on a free port.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_on(port)
+    }
+
+    /// `redis://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it, as a Redis that goes away.
+    /// Holds every write (scripts included) for `millis`, while reads go
+    /// on: a Redis that answers who is signed in but cannot end a session.
+    pub fn pause_writes(&self, millis: u64) {
+        let mut conn = redis::Client::open(self.url())
+            .and_then(|client| client.get_connection())
+            .expect("connect to the test's Redis");
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(millis)
+            .arg("WRITE")
+            .query(&mut conn)
+            .expect("CLIENT PAUSE");
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
