@@ -1,7 +1,7 @@
-//! Time as blogql stores and compares it: [`Millis`], Unix milliseconds in
+//! Time as blogql stores and compares it: [`Millis`](crate::clock::Millis), Unix milliseconds in
 //! UTC. Redis keeps times as such numbers (and its scripts use Redis' own
 //! clock); the SQL tables keep them as timestamps without an offset, which
-//! [`Millis::stored`] and [`Millis::from_stored`] convert to and from.
+//! [`Millis::stored`](crate::clock::Millis::stored) and [`Millis::from_stored`](crate::clock::Millis::from_stored) convert to and from.
 
 use std::time::Duration;
 

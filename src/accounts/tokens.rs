@@ -39,7 +39,7 @@ pub struct ApiToken {
     pub user_id: i64,
     pub name: String,
     pub created_at: PrimitiveDateTime,
-    /// Lags the last use by at most [`TOUCH_INTERVAL`].
+    /// Lags the last use by at most `TOUCH_INTERVAL`.
     pub last_used_at: Option<PrimitiveDateTime>,
 }
 
@@ -138,7 +138,7 @@ impl ApiToken {
 
     /// Who `token` authenticates, with their role as it is now; `None` for
     /// a token that is malformed, unknown or revoked. Records the use at
-    /// most once per [`TOUCH_INTERVAL`].
+    /// most once per `TOUCH_INTERVAL`.
     pub async fn authenticate(db: &Db, token: &str) -> Result<Option<User>, DbError> {
         if !well_formed(token) {
             return Ok(None);

@@ -2,9 +2,9 @@
 //!
 //! A request proves who it is in one of two ways: the `sid` session cookie
 //! (browsers), or an API token in `Authorization: Bearer` (scripts, apps).
-//! `http` reads the headers and builds the request's [`Caller`] once, the
+//! `http` reads the headers and builds the request's [`Caller`](crate::auth::Caller) once, the
 //! same way for a GraphQL request and a WebSocket upgrade; guards and
-//! resolvers read its [`Principal`]. A request with a token is
+//! resolvers read its [`Principal`](crate::auth::Principal). A request with a token is
 //! authenticated by it alone: its cookie is ignored.
 //!
 //! The user a principal carries is read from the database in the request

@@ -1,6 +1,6 @@
 //! Every setting: one clap struct read from flags, the environment and `.env`.
 //!
-//! Values arrive as text and are checked in [`Settings::validate`], one
+//! Values arrive as text and are checked in [`Settings::validate`](crate::config::Settings::validate), one
 //! parser per kind of setting (`parse`), so that a bad one ends the process
 //! with one line naming the environment variable (exit code 2), not clap's
 //! generic multi-line report.
@@ -290,7 +290,7 @@ const QUIETED_TARGETS: [(&str, &str); 2] =
     [("tokio_postgres", "info"), ("postgres_protocol", "info")];
 
 /// The log filter for a `RUST_LOG` value (`info` when unset or unusable),
-/// with [`QUIETED_TARGETS`] capped unless the value names them.
+/// with `QUIETED_TARGETS` capped unless the value names them.
 pub fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
     let wanted = rust_log.map(str::trim).filter(|value| !value.is_empty());
     let mut filter = wanted

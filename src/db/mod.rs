@@ -1,11 +1,11 @@
 //! The database: a pool for SQLite or PostgreSQL, chosen by `DATABASE_URL`.
 //!
 //! This is the only module that knows one backend from the other. Queries are
-//! written once, inside [`with_conn!`] (or [`with_tx!`] for statements that
+//! written once, inside `with_conn!` (or `with_tx!` for statements that
 //! must commit together), which expands the body once per backend: diesel checks each expansion against its own backend, and nobody
 //! has to write a function generic over the connection type.
 //!
-//! Errors: model functions return [`DbError`]; what a client sees is decided
+//! Errors: model functions return [`DbError`](crate::db::DbError); what a client sees is decided
 //! in `graphql::error`.
 
 pub mod schema;
@@ -151,7 +151,7 @@ macro_rules! build_pool {
 /// backend `$db` uses: `with_conn!(db, conn => …)` for reads,
 /// `with_conn!(db, write conn => …)` for statements that write. The body is
 /// compiled once per backend, so it must be an expression valid for both;
-/// it may use `?` on [`DbError`]s.
+/// it may use `?` on [`DbError`](crate::db::DbError)s.
 macro_rules! with_conn {
     ($db:expr, write $conn:ident => $body:expr) => {
         match $db.pools() {
@@ -316,7 +316,7 @@ impl Db {
         self.statements.load(Ordering::Relaxed)
     }
 
-    /// The pool, for [`with_conn!`].
+    /// The pool, for `with_conn!`.
     pub fn pools(&self) -> &Pools {
         &self.pools
     }

@@ -1,4 +1,4 @@
-//! Posts: writing, editing and deleting them (by whom: [`Post::may_be_changed_by`]),
+//! Posts: writing, editing and deleting them (by whom: [`Post::may_be_changed_by`](crate::posts::Post::may_be_changed_by)),
 //! and reading them a page at a time, newest first (see [`crate::pages`]).
 
 use diesel::prelude::*;

@@ -1,6 +1,6 @@
 //! Sessions: the service every part of the server ends sessions through
-//! ([`Sessions`], with the reason each ends for), and the request's own
-//! session ([`RequestSession`]): who it signed in, signing in and out, and
+//! ([`Sessions`](crate::sessions::Sessions), with the reason each ends for), and the request's own
+//! session ([`RequestSession`](crate::sessions::RequestSession)): who it signed in, signing in and out, and
 //! the cookie its answer sets.
 //!
 //! Both timeouts are enforced here and by the store's expiry date, which is

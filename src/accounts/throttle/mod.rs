@@ -12,10 +12,10 @@
 //! outage never lifts the throttle. An attempt that finds the slots taken
 //! waits for one to free (correct logins of one account still run side by
 //! side). A slot left by an instance that died counts for
-//! [`IN_PROGRESS_STALE`] only.
+//! `IN_PROGRESS_STALE` only.
 //!
 //! Past a threshold a key is locked, for one second after the failure that
-//! reached it and twice as long after each further one, up to [`MAX_LOCK`];
+//! reached it and twice as long after each further one, up to `MAX_LOCK`;
 //! the lock follows from the count and the last failure. While a key is
 //! locked, logins are refused before any password is checked. A success
 //! clears its username + address count (not the address's: an attacker
@@ -240,7 +240,7 @@ impl Throttle {
 
     /// Lets a login attempt through once it holds a slot of both keys;
     /// `RateLimited` while either key is locked, or when no slot frees in
-    /// [`WAIT_FOR_SLOT`]. A database error refuses the attempt.
+    /// `WAIT_FOR_SLOT`. A database error refuses the attempt.
     pub async fn admit(&self, keys: &ThrottleKeys) -> Result<Attempt, AccountError> {
         let finished = self.finished_notify(&keys.user);
         let deadline = tokio::time::Instant::now() + WAIT_FOR_SLOT;
