@@ -87,23 +87,40 @@ impl SqlStore {
     }
 
     /// The first live session of `keys`, with its user read in the same
-    /// query (so a signed-in request costs one statement).
+    /// query (so a signed-in request costs one statement). One key, the
+    /// usual case, is one prepared statement the connection keeps; several
+    /// are one `IN` query.
     pub async fn load_first(
         &self,
         keys: &[StoredKey],
     ) -> Result<Option<(usize, Stored, Option<User>)>, DbError> {
-        let wanted: Vec<&str> = keys.iter().map(StoredKey::as_str).collect();
-        let rows: Vec<(String, String, PrimitiveDateTime, Option<User>)> = with_conn!(self.db, conn => sessions::table
-            .left_join(users::table)
-            .filter(sessions::id_hash.eq_any(&wanted))
-            .filter(sessions::expires_at.gt(now()))
-            .select((sessions::id_hash, sessions::data, sessions::expires_at, Option::<User>::as_select()))
-            .load(conn)
-            .await?);
+        type Row = (String, String, PrimitiveDateTime, Option<User>);
+        let rows: Vec<Row> = match keys {
+            [key] => with_conn!(self.db, conn => sessions::table
+                .left_join(users::table)
+                .filter(sessions::id_hash.eq(key.as_str()))
+                .filter(sessions::expires_at.gt(now()))
+                .select((sessions::id_hash, sessions::data, sessions::expires_at, Option::<User>::as_select()))
+                .first(conn)
+                .await
+                .optional()?)
+            .into_iter()
+            .collect(),
+            _ => {
+                let wanted: Vec<&str> = keys.iter().map(StoredKey::as_str).collect();
+                with_conn!(self.db, conn => sessions::table
+                    .left_join(users::table)
+                    .filter(sessions::id_hash.eq_any(&wanted))
+                    .filter(sessions::expires_at.gt(now()))
+                    .select((sessions::id_hash, sessions::data, sessions::expires_at, Option::<User>::as_select()))
+                    .load(conn)
+                    .await?)
+            }
+        };
         let first = rows
             .into_iter()
             .filter_map(|(key, data, expires_at, user)| {
-                let at = wanted.iter().position(|wanted| *wanted == key)?;
+                let at = keys.iter().position(|wanted| wanted.as_str() == key)?;
                 let stored = Stored::from_data(&data, Millis::from_stored(expires_at))?;
                 Some((at, stored, user))
             })
