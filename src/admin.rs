@@ -111,7 +111,7 @@ pub async fn create_admin(
             idle_timeout: config.session_idle_timeout,
             absolute_timeout: config.session_absolute_timeout,
         };
-        let users = accounts::loader::users(db.clone(), accounts::loader::FOR_REQUESTS);
+        let users = accounts::loader::users(db.clone());
         let sessions = Sessions::new(store, policy, config.cookie_secure, users);
         let (user, ended) = changes::change_role(&db, &sessions, user.id, Role::Admin)
             .await

@@ -95,7 +95,7 @@ impl App {
             None => None,
         };
         let passwords = Arc::new(Passwords::new().await?);
-        let users = accounts::loader::users(db.clone(), accounts::loader::FOR_PAGES);
+        let users = accounts::loader::users(db.clone());
         let policy = SessionPolicy {
             idle_timeout: config.session_idle_timeout,
             absolute_timeout: config.session_absolute_timeout,
@@ -104,7 +104,7 @@ impl App {
             SessionStore::new(&db, redis.as_ref()),
             policy,
             config.cookie_secure,
-            accounts::loader::users(db.clone(), accounts::loader::FOR_REQUESTS),
+            users.clone(),
         );
         let throttle = Throttle::new(&db, redis.as_ref());
         let services = Arc::new(graphql::Services {
