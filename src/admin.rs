@@ -121,6 +121,7 @@ pub async fn create_admin(
                     AdminError::Failed(format!("cannot end the sessions: {err}"))
                 }
             })?;
+        let ended = ended.unwrap_or(0);
         return Ok(format!(
             "promoted {} to admin (signed out of {ended} session{} in {described})",
             user.username,

@@ -6,23 +6,35 @@
 //! modules above it in this list, never one below it (`module-cycles.py`
 //! in `../shared/hooks` checks there is no cycle).
 
+/// Time as stored and compared: Unix milliseconds, and stored timestamps.
+pub mod clock;
+/// The contract's input rules.
+pub mod validate;
+/// Cursor pagination shared by every connection.
+pub mod pages;
+/// The only place that knows SQLite from PostgreSQL: pools, migrations,
+/// `with_conn!`, `with_tx!`. Uses: clock.
+pub mod db;
+/// Every setting: flags, environment, `.env`; one parser per setting, to
+/// one clear line. Uses: db (the URL's form).
+pub mod config;
+/// The one Redis home: connection, key prefix, scripts on Redis' clock.
+/// Uses: config.
+pub mod redis;
 /// Users and roles, passwords (argon2 on dedicated threads), throttling
 /// logins and registrations (SQL | Redis), API tokens. Uses: db, redis,
 /// clock, validate, pages.
 pub mod accounts;
-/// The operator's `blogql create-admin`. Uses: everything above but http.
-pub mod admin;
+/// The session service (ending sessions with a reason), the request's
+/// session and its cookie, the store (SQL | Redis). Uses: accounts, db,
+/// redis, clock.
+pub mod sessions;
 /// Who is asking (the `Principal`, the request's `Caller`), and the account
 /// changes that end sessions. Uses: accounts, sessions, db.
 pub mod auth;
-/// Time as stored and compared: Unix milliseconds, and stored timestamps.
-pub mod clock;
-/// Every setting: flags, environment, `.env`; one parser per setting, to
-/// one clear line. Uses: db (the URL's form).
-pub mod config;
-/// The only place that knows SQLite from PostgreSQL: pools, migrations,
-/// `with_conn!`, `with_tx!`. Uses: clock.
-pub mod db;
+/// Posts: writing, editing, deleting (and who may), reading a page. Uses:
+/// auth, accounts, db, pages.
+pub mod posts;
 /// The schema: one module per domain merged into Query and Mutation,
 /// guards, error codes, the document bounds checked before validation.
 /// Uses: everything above.
@@ -31,20 +43,9 @@ pub mod graphql;
 /// caller, the GraphQL-over-HTTP pipeline, CSRF, CORS, health, GraphiQL.
 /// Uses: everything above.
 pub mod http;
-/// Cursor pagination shared by every connection.
-pub mod pages;
-/// Posts: writing, editing, deleting (and who may), reading a page. Uses:
-/// auth, accounts, db, pages.
-pub mod posts;
-/// The one Redis home: connection, key prefix, scripts on Redis' clock.
-/// Uses: config.
-pub mod redis;
-/// The session service (ending sessions with a reason), the request's
-/// session and its cookie, the store (SQL | Redis). Uses: accounts, db,
-/// redis, clock.
-pub mod sessions;
-/// The contract's input rules.
-pub mod validate;
+/// The operator's `blogql create-admin`. Uses: config, db, redis,
+/// accounts, sessions, auth, validate.
+pub mod admin;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -227,15 +227,6 @@ impl User {
         }
     }
 
-    /// How many admins there are.
-    pub async fn count_admins(db: &Db) -> Result<i64, DbError> {
-        Ok(with_conn!(db, conn => users::table
-            .filter(users::role.eq(Role::Admin.as_str()))
-            .count()
-            .get_result(conn)
-            .await?))
-    }
-
     /// The password hash of the user with this id.
     async fn password_hash(db: &Db, id: i64) -> Result<Option<String>, DbError> {
         Ok(with_conn!(db, conn => users::table
@@ -352,9 +343,9 @@ pub async fn authenticate(
         throttle.succeeded(attempt).await?;
         // A password change may have landed while the hash was checked (it
         // takes tens of milliseconds): the old password must not open a
-        // session after the change has ended the others. Read again, the
-        // user also carries a role changed meanwhile, not the one the
-        // session's snapshot would otherwise keep.
+        // session after the change has ended the others. (The window from
+        // here to the session's write, when the request finishes, remains:
+        // a credential version kept with each session would close it.)
         return match User::find_with_hash(db, user.id).await? {
             Some((user, hash)) if hash == verified => Ok(user),
             _ => Err(AccountError::InvalidCredentials),

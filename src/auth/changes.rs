@@ -75,30 +75,35 @@ pub async fn change_password(
 }
 
 /// Gives user `user_id` the role `role`; the user as it is now, and how
-/// many sessions ended (`ROLE_CHANGED`). The role the user already has
-/// changes nothing; demoting the last admin is `LastAdmin`.
+/// many sessions ended (`None`: the user already had the role, and nothing
+/// changed). Demoting the last admin is `LastAdmin` and changes nothing.
 ///
-/// The sessions end before the role changes (a store that fails then
-/// changes nothing, and a retry does it all) and again after it (for a
-/// sign-in that read the old role in between).
+/// The role is written first (so a refused change ends no session), then
+/// every session of the user ends (`ROLE_CHANGED`); if they cannot end,
+/// the old role is put back and the change fails as a whole. A session
+/// signed in meanwhile cannot keep the old role: every request reads its
+/// user's role from the database.
 pub async fn change_role(
     db: &Db,
     sessions: &Sessions,
     user_id: i64,
     role: Role,
-) -> Result<(User, usize), ChangeError> {
+) -> Result<(User, Option<usize>), ChangeError> {
     let user = User::find(db, user_id)
         .await
         .map_err(AccountError::from)?
         .ok_or(AccountError::NoSuchUser)?;
     if user.role == role {
-        return Ok((user, 0));
+        return Ok((user, None));
     }
-    if user.role == Role::Admin && User::count_admins(db).await.map_err(AccountError::from)? <= 1 {
-        return Err(AccountError::LastAdmin.into());
+    let changed = User::set_role(db, user_id, role).await?;
+    match sessions.end_all_of(user_id, EndReason::RoleChanged).await {
+        Ok(ended) => Ok((changed, Some(ended))),
+        Err(err) => {
+            if let Err(restore) = User::set_role(db, user_id, user.role).await {
+                tracing::error!(error = %restore, "cannot put back a role whose change failed");
+            }
+            Err(err.into())
+        }
     }
-    let before = sessions.end_all_of(user_id, EndReason::RoleChanged).await?;
-    let user = User::set_role(db, user_id, role).await?;
-    let after = sessions.end_all_of(user_id, EndReason::RoleChanged).await?;
-    Ok((user, before + after))
 }

@@ -196,7 +196,7 @@ impl AccountMutation {
         let id = row_id(&user_id).ok_or(AccountError::NoSuchUser)?;
         let (user, ended) =
             changes::change_role(&services.db, &services.sessions, id, role.into()).await?;
-        if ended > 0 && ctx.signed_in().await?.user_id() == id {
+        if ended.is_some() && ctx.signed_in().await?.user_id() == id {
             ctx.session().mark_ended();
         }
         Ok(UserObject(user))

@@ -128,9 +128,10 @@ pub(super) async fn post_page(
 ) -> Result<PostConnection, ApiError> {
     let request = page_request(CursorKind::Post, first, after)?;
     let mut page = Post::page(&ctx.services().db, author_id, request).await?;
-    // The authors of the whole page in one batch, asked for before any post
+    // The authors of the whole page in one query, read before any post
     // resolves: left to each `Post.author`, the batch would depend on how
-    // many posts resolved within the loader's delay.
+    // many posts resolved within the loader's delay; and with every id
+    // known, there is nothing to wait for.
     let wants_authors = ctx
         .look_ahead()
         .field("edges")
@@ -138,11 +139,14 @@ pub(super) async fn post_page(
         .field("author")
         .exists();
     let authors = if wants_authors {
-        let ids: Vec<i64> = page.items.iter().map(|post| post.author_id).collect();
-        ctx.users()
-            .load_many(ids)
-            .await
-            .map_err(ApiError::internal)?
+        let mut ids: Vec<i64> = page.items.iter().map(|post| post.author_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        User::find_many(&ctx.services().db, &ids)
+            .await?
+            .into_iter()
+            .map(|user| (user.id, user))
+            .collect()
     } else {
         HashMap::new()
     };

@@ -127,13 +127,19 @@ impl SessionMutation {
     async fn logout_other_sessions(&self, ctx: &Context<'_>) -> Result<i32, ApiError> {
         let caller = ctx.signed_in().await?;
         let sessions = &ctx.services().sessions;
+        // Signed in by this very request (not stored yet): every stored
+        // session is another one.
         let ended = match ctx.session().stored_key().await {
             Some(keep) => {
                 sessions
                     .end_others_of(caller.user_id(), &keep, EndReason::Revoked)
                     .await?
             }
-            None => 0,
+            None => {
+                sessions
+                    .end_all_of(caller.user_id(), EndReason::Revoked)
+                    .await?
+            }
         };
         Ok(i32::try_from(ended).unwrap_or(i32::MAX))
     }

@@ -33,9 +33,9 @@ pub async fn identify(
             Ok(caller)
         }
         Err(TokenError::Invalid) => Err(respond::closing(respond::invalid_token())),
-        Err(TokenError::Db(err)) => {
-            Err(ResponseFormat::negotiate(headers).failed(&log_internal(err)))
-        }
+        Err(TokenError::Db(err)) => Err(respond::closing(
+            ResponseFormat::negotiate(headers).failed(&log_internal(err)),
+        )),
     }
 }
 

@@ -15,7 +15,7 @@ use tower_sessions::session::Id;
 
 /// The secret a session cookie carries: 128 random bits (tower-sessions'
 /// `Id`, in its base64url form).
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId(Id);
 
 impl SessionId {

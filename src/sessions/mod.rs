@@ -41,8 +41,9 @@ pub use store::{MAX_SESSIONS_PER_USER, SessionStore, StoreError};
 /// The cookie's name, as the contract says.
 pub const COOKIE_NAME: &str = "sid";
 
-/// Most `sid` cookies of one request looked up (in one round trip): more
-/// than a request head within the server's header limit can carry.
+/// Most `sid` cookies of one request looked up (in one round trip): far
+/// more than a browser keeps for one site (about 180), so planted cookies
+/// cannot crowd out the real one, and a bounded cost for a hostile request.
 const MAX_SESSION_COOKIES: usize = 1024;
 
 /// Why a session ended, as its subscribers are told.
@@ -142,11 +143,6 @@ impl Sessions {
         }
     }
 
-    /// The store, for what is told to the operator.
-    pub fn store(&self) -> &SessionStore {
-        &self.inner.store
-    }
-
     /// Answers when the session store does.
     pub async fn ping(&self) -> Result<(), SessionError> {
         Ok(self.inner.store.ping().await?)
@@ -235,6 +231,7 @@ fn log_ended(count: usize, reason: EndReason) {
 /// order, at most [`MAX_SESSION_COOKIES`].
 fn session_ids(headers: &HeaderMap) -> Vec<SessionId> {
     let mut ids: Vec<SessionId> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let pairs = headers
         .get_all(header::COOKIE)
         .iter()
@@ -248,7 +245,7 @@ fn session_ids(headers: &HeaderMap) -> Vec<SessionId> {
             continue;
         }
         if let Some(id) = SessionId::parse(value.trim().trim_matches('"'))
-            && !ids.contains(&id)
+            && seen.insert(id)
         {
             ids.push(id);
             if ids.len() == MAX_SESSION_COOKIES {

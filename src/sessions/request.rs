@@ -92,7 +92,7 @@ impl RequestSession {
     /// request that never asks who is signed in (or is refused before it
     /// runs) costs no round trip; a store that fails is the request's error
     /// only when it asks.
-    pub async fn load(&self) {
+    async fn load(&self) {
         self.loaded.get_or_init(|| self.look_up()).await;
     }
 
@@ -172,10 +172,21 @@ impl RequestSession {
             .and_then(|current| current.id.map(|id| id.stored_key()))
     }
 
+    /// Where this session is stored, once it is; the store's failure if it
+    /// could not be looked up (then nothing may act as if it had none).
+    async fn loaded_key(&self) -> Result<Option<StoredKey>, SessionError> {
+        self.load().await;
+        if let Some(err) = &self.state().failed {
+            return Err(err.clone());
+        }
+        Ok(self.stored_key().await)
+    }
+
     /// Signs `user` in under a new session ID: the session the request came
-    /// with, if any, ends (no session fixation).
+    /// with, if any, ends (no session fixation; a store that cannot say
+    /// which session that is refuses the sign-in).
     pub async fn sign_in(&self, user: &User) -> Result<(), SessionError> {
-        if let Some(key) = self.stored_key().await {
+        if let Some(key) = self.loaded_key().await? {
             self.sessions.end(&key, EndReason::LoggedOut).await?;
         }
         let now = Millis::now();
@@ -204,7 +215,7 @@ impl RequestSession {
 
     /// Ends this session; the answer expires the cookie.
     pub async fn sign_out(&self) -> Result<(), SessionError> {
-        if let Some(key) = self.stored_key().await {
+        if let Some(key) = self.loaded_key().await? {
             self.sessions.end(&key, EndReason::LoggedOut).await?;
         }
         self.mark_ended();
@@ -224,12 +235,16 @@ impl RequestSession {
     }
 
     /// Gives the signed-in session a new ID, keeping what it holds: the old
-    /// one is deleted now, the new one stored when the request finishes.
+    /// one is deleted now, the new one stored when the request finishes. A
+    /// session that something else ended meanwhile stays ended.
     pub async fn renew(&self) -> Result<(), SessionError> {
-        let Some(key) = self.stored_key().await else {
+        let Some(key) = self.loaded_key().await? else {
             return Ok(());
         };
-        self.sessions.inner.store.delete(&key).await?;
+        if !self.sessions.inner.store.delete(&key).await? {
+            self.mark_ended();
+            return Ok(());
+        }
         let mut state = self.state();
         if let Some(current) = &mut state.current {
             current.id = None;
@@ -262,7 +277,11 @@ impl RequestSession {
             }
             (Write::Update, Some((Some(id), session))) => {
                 let stored = inner.policy.stored(session);
-                inner.store.update(&id.stored_key(), &stored).await?;
+                // Ended meanwhile (a logout in another tab): no cookie, so
+                // as not to overwrite the expired one that logout sent.
+                if !inner.store.update(&id.stored_key(), &stored).await? {
+                    return Ok(None);
+                }
                 live_cookie(&id, stored.expires_at)
             }
             _ if ended => Cookie::build((COOKIE_NAME, ""))

@@ -233,3 +233,21 @@ async fn titles_and_token_names_refuse_characters_that_spoof_a_listing() {
         .await;
     assert_no_errors(&body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_out_the_others_right_after_signing_in_ends_them() {
+    let app = TestApp::spawn().await;
+    let phone = app.browser();
+    phone.register("alice").await;
+    let laptop = app.browser();
+    let body = laptop
+        .graphql(
+            "mutation($input: LoginInput!) { login(input: $input) { id } logoutOtherSessions }",
+            json!({ "input": { "username": "alice", "password": PASSWORD } }),
+        )
+        .await;
+    assert_no_errors(&body);
+    assert_eq!(body["data"]["logoutOtherSessions"], 1, "{body}");
+    assert_eq!(phone.me().await, None, "the other device is signed out");
+    assert!(laptop.me().await.is_some(), "this one is not");
+}

@@ -285,5 +285,17 @@ async fn of_two_admins_demoting_each_other_at_once_one_stays_an_admin() {
             })
             .count();
         assert_eq!(refused, 1, "{by_a} {by_b}");
+        // The refused change ended nobody's session: the admin who stays
+        // is still signed in, the one demoted is not.
+        let (stays, demoted) = if admins == ["alpha"] {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        };
+        assert!(
+            stays.me().await.is_some(),
+            "{admins:?}: the admin was signed out"
+        );
+        assert_eq!(demoted.me().await, None);
     }
 }

@@ -1,5 +1,6 @@
 //! Throttling: failed logins counted per username + client address and per
-//! client address, and registrations per client address — in the database,
+//! client address, and registrations per client address — in the SQL
+//! database or in Redis (`sql.rs`, `redis.rs`; chosen once at start-up),
 //! so every instance sees the same counts.
 //!
 //! **Logins.** An attempt takes a slot before its password is checked: the

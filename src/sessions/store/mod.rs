@@ -34,7 +34,7 @@ pub enum StoreError {
     #[error("session store: {0}")]
     Redis(#[from] RedisError),
     /// The session's user could not be read.
-    #[error("session store: {0}")]
+    #[error("reading a session's user: {0}")]
     Users(std::sync::Arc<DbError>),
 }
 
@@ -87,8 +87,9 @@ impl SessionStore {
         on_store!(self, store => store.insert(key, stored))
     }
 
-    /// Rewrites a session that still exists; one deleted meanwhile stays deleted.
-    pub async fn update(&self, key: &StoredKey, stored: &Stored) -> Result<(), StoreError> {
+    /// Rewrites a session that still exists; one deleted meanwhile stays
+    /// deleted (`false`).
+    pub async fn update(&self, key: &StoredKey, stored: &Stored) -> Result<bool, StoreError> {
         on_store!(self, store => store.update(key, stored))
     }
 

@@ -99,9 +99,9 @@ impl RedisStore {
         self.write(&SCRIPTS.create, key, stored).await
     }
 
-    /// Updates a session that still exists.
-    pub async fn update(&self, key: &StoredKey, stored: &Stored) -> Result<(), RedisError> {
-        self.write(&SCRIPTS.update, key, stored).await.map(|_| ())
+    /// Updates a session that still exists; whether it did.
+    pub async fn update(&self, key: &StoredKey, stored: &Stored) -> Result<bool, RedisError> {
+        self.write(&SCRIPTS.update, key, stored).await
     }
 
     /// The first live session of `keys`: one pipelined round trip. The

@@ -74,16 +74,16 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Updates the session if it still exists.
-    pub async fn update(&self, key: &StoredKey, stored: &Stored) -> Result<(), DbError> {
-        with_conn!(self.db, write conn => diesel::update(sessions::table.find(key.as_str()))
+    /// Updates the session if it still exists; whether it did.
+    pub async fn update(&self, key: &StoredKey, stored: &Stored) -> Result<bool, DbError> {
+        let updated = with_conn!(self.db, write conn => diesel::update(sessions::table.find(key.as_str()))
             .set((
                 sessions::data.eq(stored.data()),
                 sessions::expires_at.eq(stored.expires_at.stored()),
             ))
             .execute(conn)
             .await?);
-        Ok(())
+        Ok(updated == 1)
     }
 
     /// The first live session of `keys`, with its user read in the same
