@@ -62,6 +62,9 @@ pub struct User {
     #[diesel(deserialize_as = String)]
     pub role: Role,
     pub created_at: PrimitiveDateTime,
+    /// Bumped by every change of the password or the role: a session
+    /// signed in under an older version is nobody's.
+    pub credential_version: i64,
 }
 
 /// Why an account operation failed.
@@ -207,7 +210,10 @@ impl User {
                 }
             }
             let user = diesel::update(users::table.find(id))
-                .set(users::role.eq(role.as_str()))
+                .set((
+                    users::role.eq(role.as_str()),
+                    users::credential_version.eq(users::credential_version + 1),
+                ))
                 .returning(User::as_returning())
                 .get_result(conn)
                 .await
@@ -343,9 +349,10 @@ pub async fn authenticate(
         throttle.succeeded(attempt).await?;
         // A password change may have landed while the hash was checked (it
         // takes tens of milliseconds): the old password must not open a
-        // session after the change has ended the others. (The window from
-        // here to the session's write, when the request finishes, remains:
-        // a credential version kept with each session would close it.)
+        // session after the change has ended the others. The session is
+        // stored when the request finishes, possibly after a change ended
+        // the others: it keeps the credential version read here, so it is
+        // nobody's once the change has bumped it.
         return match User::find_with_hash(db, user.id).await? {
             Some((user, hash)) if hash == verified => Ok(user),
             _ => Err(AccountError::InvalidCredentials),

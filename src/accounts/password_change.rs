@@ -62,41 +62,50 @@ pub async fn check_password_change(
 
 /// Stores `user_id`'s new password, unless the password changed since it
 /// was checked: of two changes at once, the later one is
-/// `InvalidCredentials` and changes nothing. With `revoke_tokens`, the
-/// user's API tokens are deleted in the same transaction. What it replaced,
-/// for [`restore_password`].
+/// `InvalidCredentials` and changes nothing. The user's credential version
+/// goes up with it (every session signed in before is nobody's, even one
+/// a login in flight stores later); with `revoke_tokens`, the user's API
+/// tokens are deleted in the same transaction. What it replaced, for
+/// [`restore_password`], and the new credential version.
 pub async fn set_password(
     db: &Db,
     user_id: i64,
     password: NewPassword,
     revoke_tokens: bool,
-) -> Result<NewPassword, AccountError> {
+) -> Result<(NewPassword, i64), AccountError> {
     let NewPassword { hash, replaces } = password;
-    let changed = with_tx!(db, conn => {
+    let changed: Option<i64> = with_tx!(db, conn => {
         let changed = diesel::update(users::table
             .find(user_id)
             .filter(users::password_hash.eq(&replaces)))
-            .set(users::password_hash.eq(&hash))
-            .execute(conn)
-            .await?;
-        if changed == 1 && revoke_tokens {
+            .set((
+                users::password_hash.eq(&hash),
+                users::credential_version.eq(users::credential_version + 1),
+            ))
+            .returning(users::credential_version)
+            .get_result(conn)
+            .await
+            .optional()?;
+        if changed.is_some() && revoke_tokens {
             diesel::delete(api_tokens::table.filter(api_tokens::user_id.eq(user_id)))
                 .execute(conn)
                 .await?;
         }
-        Ok(changed == 1)
+        Ok(changed)
     })?;
-    if !changed {
-        return Err(AccountError::InvalidCredentials);
-    }
-    Ok(NewPassword {
-        hash: replaces,
-        replaces: hash,
-    })
+    let version = changed.ok_or(AccountError::InvalidCredentials)?;
+    Ok((
+        NewPassword {
+            hash: replaces,
+            replaces: hash,
+        },
+        version,
+    ))
 }
 
 /// Puts back the password a [`set_password`] replaced (what it returned),
-/// unless it changed again since.
+/// unless it changed again since. The credential version stays where the
+/// change put it: the sessions it was to end stay ended.
 pub async fn restore_password(
     db: &Db,
     user_id: i64,

@@ -51,7 +51,8 @@ pub async fn change_password(
     } = services;
     let new_password =
         accounts::check_password_change(db, passwords, throttle, user, change, client).await?;
-    let previous = accounts::set_password(db, user.id, new_password, revoke_tokens).await?;
+    let (previous, version) =
+        accounts::set_password(db, user.id, new_password, revoke_tokens).await?;
     let ended = match session.stored_key().await {
         Some(keep) => {
             sessions
@@ -70,7 +71,7 @@ pub async fn change_password(
         }
         return Err(err.into());
     }
-    session.renew().await?;
+    session.renew(version).await?;
     Ok(())
 }
 

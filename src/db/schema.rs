@@ -7,6 +7,7 @@ diesel::table! {
         password_hash -> Text,
         role -> Text,
         created_at -> Timestamp,
+        credential_version -> BigInt,
     }
 }
 

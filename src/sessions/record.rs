@@ -22,6 +22,10 @@ pub struct SignedIn {
     /// The client's address at sign-in (after trusted proxies).
     #[serde(default)]
     pub ip_address: Option<String>,
+    /// The user's credential version at sign-in: once the password or role
+    /// changes, the session is nobody's.
+    #[serde(default)]
+    pub credential_version: i64,
 }
 
 /// A session as a store keeps it: what it holds and when it expires (the

@@ -135,10 +135,16 @@ impl RequestSession {
                 .await
                 .map_err(|err| SessionError::from(super::StoreError::Users(err)))?,
         };
-        // A session whose user is gone is nobody's.
+        // A session whose user is gone is nobody's; so is one signed in
+        // before its user's password or role changed (a login in flight
+        // stores its session after the change ended the others).
         let Some(user) = user else {
             return Ok(false);
         };
+        if user.credential_version != session.credential_version {
+            self.state().ended = true;
+            return Ok(false);
+        }
         let mut state = self.state();
         if now.since(session.last_seen_at) >= inner.policy.touch_interval() {
             session.last_seen_at = now;
@@ -200,6 +206,7 @@ impl RequestSession {
                 .and_then(|value| value.to_str().ok())
                 .map(|agent| agent.chars().take(MAX_USER_AGENT).collect()),
             ip_address: Some(self.client.to_string()),
+            credential_version: user.credential_version,
         };
         let mut state = self.state();
         state.current = Some(Current {
@@ -234,10 +241,11 @@ impl RequestSession {
         state.ended = true;
     }
 
-    /// Gives the signed-in session a new ID, keeping what it holds: the old
-    /// one is deleted now, the new one stored when the request finishes. A
-    /// session that something else ended meanwhile stays ended.
-    pub async fn renew(&self) -> Result<(), SessionError> {
+    /// Gives the signed-in session a new ID under the user's new credential
+    /// version, keeping what else it holds: the old one is deleted now, the
+    /// new one stored when the request finishes. A session that something
+    /// else ended meanwhile stays ended.
+    pub async fn renew(&self, credential_version: i64) -> Result<(), SessionError> {
         let Some(key) = self.loaded_key().await? else {
             return Ok(());
         };
@@ -248,6 +256,8 @@ impl RequestSession {
         let mut state = self.state();
         if let Some(current) = &mut state.current {
             current.id = None;
+            current.session.credential_version = credential_version;
+            current.user.credential_version = credential_version;
             state.write = Write::Create;
         }
         Ok(())

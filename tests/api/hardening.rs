@@ -251,3 +251,34 @@ async fn logging_out_the_others_right_after_signing_in_ends_them() {
     assert_eq!(phone.me().await, None, "the other device is signed out");
     assert!(laptop.me().await.is_some(), "this one is not");
 }
+
+store_tests! {
+    async fn a_session_signed_in_before_a_credential_change_is_nobodys(store) {
+        // What a login still in flight when the password changes leaves
+        // behind: a session stored under the credentials before the change.
+        let app = store.spawn().await;
+        let late = app.browser();
+        late.register("alice").await;
+        let changer = app.browser();
+        assert_no_errors(&changer.login("alice", PASSWORD).await);
+        app.sql_execute("UPDATE users SET credential_version = credential_version + 1")
+            .await;
+        let response = late.send(ME, json!({})).await;
+        let cookie = set_cookie(response.headers()).expect("the cookie is expired");
+        assert!(cookie.contains("Max-Age=0"), "{cookie}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["data"]["me"], Value::Null, "{body}");
+        // A password change signs its own session in under the new version.
+        let other = app.browser();
+        assert_no_errors(&other.login("alice", PASSWORD).await);
+        let changed = other
+            .graphql(
+                "mutation($input: ChangePasswordInput!) { changePassword(input: $input) }",
+                json!({ "input": { "currentPassword": PASSWORD, "newPassword": "a new secret" } }),
+            )
+            .await;
+        assert_no_errors(&changed);
+        assert_eq!(other.me().await.as_deref(), Some("alice"));
+        assert_eq!(changer.me().await, None);
+    }
+}
