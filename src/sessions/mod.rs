@@ -148,9 +148,9 @@ impl Sessions {
         Ok(self.inner.store.ping().await?)
     }
 
-    /// The request's session, named by its `sid` cookies; looked up by
-    /// [`RequestSession::load`] (so that a request refused for its shape
-    /// costs no store round trip).
+    /// The request's session, named by its `sid` cookies; looked up when
+    /// the request first asks who is signed in (so that a request refused
+    /// for its shape costs no store round trip).
     pub fn from_cookies(&self, headers: &HeaderMap, client: IpAddr) -> RequestSession {
         RequestSession::new(self.clone(), headers, client, session_ids(headers))
     }
