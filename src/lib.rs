@@ -21,6 +21,9 @@ pub mod config;
 /// The one Redis home: connection, key prefix, scripts on Redis' clock.
 /// Uses: config.
 pub mod redis;
+/// Automatic persisted queries: query texts by hash, in memory or in
+/// Redis. Uses: redis, clock.
+pub mod persisted;
 /// Users and roles, passwords (argon2 on dedicated threads), throttling
 /// logins and registrations (SQL | Redis), API tokens. Uses: db, redis,
 /// clock, validate, pages.
@@ -119,6 +122,7 @@ impl App {
             schema: graphql::schema(services.clone(), config.introspection),
             services,
             proxies: TrustedProxies::new(config.trusted_proxies.clone()),
+            persisted: persisted::PersistedQueries::new(redis.as_ref()),
             documents: Arc::default(),
             request_timeout: config.request_timeout,
         };

@@ -56,6 +56,8 @@ pub enum ErrorCode {
     BadRequest,
     /// A mutation over GET.
     MethodNotAllowed,
+    /// An automatic persisted query whose hash the server does not know.
+    PersistedQueryNotFound,
 }
 
 impl ErrorCode {
@@ -73,6 +75,7 @@ impl ErrorCode {
             Self::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
             Self::BadRequest => "BAD_REQUEST",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
         }
     }
 }

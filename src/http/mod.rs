@@ -6,6 +6,7 @@ pub mod client_ip;
 pub mod csrf;
 pub mod graphiql;
 pub mod identity;
+pub mod persisted;
 pub mod pipeline;
 pub mod respond;
 pub mod server;
@@ -37,6 +38,8 @@ pub struct AppState {
     /// The services the schema's resolvers use, for the steps before them.
     pub services: Arc<Services>,
     pub proxies: TrustedProxies,
+    /// Automatic persisted queries, by hash.
+    pub persisted: crate::persisted::PersistedQueries,
     pub documents: Arc<DocumentCache>,
     /// A `/graphql` request still running after this is answered with 503.
     pub request_timeout: Duration,

@@ -21,7 +21,7 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
 
 use super::respond::{self, ResponseFormat, is_request_error, refusal};
-use super::{AppState, csrf, identity};
+use super::{AppState, csrf, identity, persisted};
 use crate::auth::Caller;
 use crate::graphql::bounds;
 use crate::graphql::context::ClientAddr;
@@ -59,10 +59,12 @@ async fn run(state: AppState, peer: SocketAddr, request: Request, is_get: bool) 
         let caller = identity::identify(&state, headers, client).await?;
         let passes_csrf_rule = admit(&caller, headers, is_get)?;
         let format = ResponseFormat::negotiate(headers);
-        let operation = read(&parts, body, is_get).await?;
+        let mut operation = read(&parts, body, is_get).await?;
+        let persist = persisted::resolve(&state.persisted, format, &mut operation).await?;
         let (operation, remember) =
             parse_and_bound(&state, format, operation, is_get, passes_csrf_rule)?;
-        Ok(execute(&state, format, caller, client, operation, remember).await)
+        let persist = persist.map(|hash| (hash, operation.query.clone()));
+        Ok(execute(&state, format, caller, client, operation, remember, persist).await)
     };
     match steps.await {
         Ok(response) | Err(response) => response,
@@ -158,8 +160,9 @@ fn parse_and_bound(
     Ok((operation, remember))
 }
 
-/// Runs the operation as `caller`, remembers a document that validated,
-/// and writes the session (its failure is the request's).
+/// Runs the operation as `caller`, remembers a document that validated
+/// (parsed, and under its hash when the client asked: `persist`), and
+/// writes the session (its failure is the request's).
 async fn execute(
     state: &AppState,
     format: ResponseFormat,
@@ -167,6 +170,7 @@ async fn execute(
     client: IpAddr,
     operation: async_graphql::Request,
     remember: Option<(String, ExecutableDocument)>,
+    persist: Option<(String, String)>,
 ) -> Response {
     let caller = Arc::new(caller);
     let operation = operation.data(caller.clone()).data(ClientAddr(client));
@@ -175,6 +179,12 @@ async fn execute(
         && !is_request_error(&response)
     {
         state.documents.remember(query, document);
+    }
+    if let Some((hash, query)) = persist
+        && !is_request_error(&response)
+        && let Err(err) = state.persisted.remember(&hash, &query).await
+    {
+        tracing::warn!(error = %err, "cannot remember a persisted query");
     }
     ensure_codes(&mut response.errors);
     let cookie = match caller.session().finish().await {
@@ -256,6 +266,8 @@ struct GetParams {
     #[serde(rename = "operationName")]
     operation_name: Option<String>,
     variables: Option<String>,
+    /// JSON, as in a POST body (`persistedQuery` for hashed GETs).
+    extensions: Option<String>,
 }
 
 /// A GET request's operation; what is wrong with it, if anything.
@@ -270,6 +282,13 @@ fn from_query_string(query_string: &str) -> Result<async_graphql::Request, Strin
         let variables = serde_json::from_str(&variables)
             .map_err(|err| format!("variables are not a JSON object: {err}"))?;
         request = request.variables(async_graphql::Variables::from_json(variables));
+    }
+    if let Some(extensions) = params
+        .extensions
+        .filter(|extensions| !extensions.is_empty())
+    {
+        request.extensions = serde_json::from_str(&extensions)
+            .map_err(|err| format!("extensions are not a JSON object: {err}"))?;
     }
     Ok(request)
 }

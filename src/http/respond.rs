@@ -137,6 +137,22 @@ impl ResponseFormat {
         )
     }
 
+    /// An automatic persisted query whose hash is unknown: HTTP 200 in
+    /// either format, as Apollo Server answers (its clients then retry
+    /// with the text).
+    pub fn persisted_query_not_found(self) -> Response {
+        let body = error_body(
+            ErrorCode::PersistedQueryNotFound,
+            "PersistedQueryNotFound",
+            &[],
+        );
+        build(
+            StatusCode::OK,
+            self.content_type(),
+            body.to_string().into_bytes(),
+        )
+    }
+
     /// A failure of the server, logged under `correlation_id`.
     pub fn failed(self, correlation_id: &str) -> Response {
         internal(self.status(Outcome::Failed), self, correlation_id)

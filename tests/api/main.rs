@@ -14,6 +14,7 @@ mod hardening;
 mod http;
 mod instances;
 mod limits;
+mod persisted;
 mod posts;
 mod program;
 mod redis_store;
