@@ -112,7 +112,9 @@ pub async fn create_admin(
             absolute_timeout: config.session_absolute_timeout,
         };
         let users = accounts::loader::users(db.clone());
-        let sessions = Sessions::new(store, policy, config.cookie_secure, users);
+        // Running servers learn of the sessions it ends through the bus.
+        let events = crate::events::Events::publisher(&db, redis.as_ref());
+        let sessions = Sessions::new(store, policy, config.cookie_secure, users, events);
         let (user, ended) = changes::change_role(&db, &sessions, user.id, Role::Admin)
             .await
             .map_err(|err| match err {

@@ -21,6 +21,10 @@ pub mod config;
 /// The one Redis home: connection, key prefix, scripts on Redis' clock.
 /// Uses: config.
 pub mod redis;
+/// The bus between instances (in-process | PostgreSQL NOTIFY | Redis
+/// pub/sub): sessions that ended, posts that changed, and whether the bus
+/// is provably connected. Uses: db, redis, clock.
+pub mod events;
 /// Automatic persisted queries: query texts by hash, in memory or in
 /// Redis. Uses: redis, clock.
 pub mod persisted;
@@ -28,9 +32,9 @@ pub mod persisted;
 /// logins and registrations (SQL | Redis), API tokens. Uses: db, redis,
 /// clock, validate, pages.
 pub mod accounts;
-/// The session service (ending sessions with a reason), the request's
-/// session and its cookie, the store (SQL | Redis). Uses: accounts, db,
-/// redis, clock.
+/// The session service (ending sessions with a reason, announced on the
+/// bus), the request's session and its cookie, the store (SQL | Redis).
+/// Uses: accounts, events, db, redis, clock.
 pub mod sessions;
 /// Who is asking (the `Principal`, the request's `Caller`), and the account
 /// changes that end sessions. Uses: accounts, sessions, db.
@@ -38,6 +42,10 @@ pub mod auth;
 /// Posts: writing, editing, deleting (and who may), reading a page. Uses:
 /// auth, accounts, db, pages.
 pub mod posts;
+/// What open WebSockets are told: new posts (read once per instance), and
+/// the end of a socket's session by any path. Uses: events, posts,
+/// sessions, db, clock.
+pub mod live;
 /// The schema: one module per domain merged into Query and Mutation,
 /// guards, error codes, the document bounds checked before validation.
 /// Uses: everything above.
@@ -75,6 +83,8 @@ pub enum StartError {
     Hash(#[from] HashError),
     #[error("REDIS_URL: cannot connect: {0}")]
     Redis(#[from] RedisError),
+    #[error(transparent)]
+    Events(#[from] events::StartError),
 }
 
 /// A built server, ready to serve.
@@ -86,6 +96,7 @@ pub struct App {
     throttle: Throttle,
     housekeeping_every: Duration,
     connections: ConnectionLimits,
+    events: events::Events,
 }
 
 impl App {
@@ -98,6 +109,8 @@ impl App {
             Some(redis) => Some(Redis::connect(redis).await?),
             None => None,
         };
+        let events = events::Events::start(&db, redis.as_ref()).await?;
+        tracing::info!(bus = events.backend_name(), "event bus subscribed");
         let passwords = Arc::new(Passwords::new().await?);
         let users = accounts::loader::users(db.clone());
         let policy = SessionPolicy {
@@ -109,6 +122,7 @@ impl App {
             policy,
             config.cookie_secure,
             users.clone(),
+            events.clone(),
         );
         let throttle = Throttle::new(&db, redis.as_ref());
         let services = Arc::new(graphql::Services {
@@ -117,6 +131,8 @@ impl App {
             throttle: throttle.clone(),
             sessions: sessions.clone(),
             users,
+            feed: live::PostFeed::start(db.clone(), &events),
+            events: events.clone(),
         });
         let state = AppState {
             schema: graphql::schema(services.clone(), config.introspection),
@@ -133,6 +149,7 @@ impl App {
             throttle,
             housekeeping_every: policy.touch_interval(),
             connections: config.connections,
+            events,
         })
     }
 
@@ -150,6 +167,7 @@ impl App {
         ));
         let served = http::server::serve(listener, self.router, self.connections, shutdown).await;
         housekeeping.abort();
+        self.events.stop();
         served
     }
 }

@@ -1,15 +1,16 @@
 //! The GraphQL schema: assembly and limits here; one module per domain
 //! (accounts, sessions, tokens, posts), each with its object types and its
-//! share of `Query` and `Mutation`, merged with `MergedObject`. Beside
-//! them: what a resolver reads of its request (`context`), the guards, the
-//! error codes, the document bounds checked before validation, and the
-//! cache of parsed documents.
+//! share of `Query` and `Mutation`, merged with `MergedObject`; `live` is
+//! the `Subscription`. Beside them: what a resolver reads of its request
+//! (`context`), the guards, the error codes, the document bounds checked
+//! before validation, and the cache of parsed documents.
 
 pub mod accounts;
 pub mod bounds;
 pub mod context;
 pub mod error;
 pub mod guard;
+pub mod live;
 pub mod pages;
 pub mod parsed;
 pub mod posts;
@@ -18,13 +19,15 @@ pub mod tokens;
 
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, ID, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{ID, MergedObject, Schema, SchemaBuilder};
 
 use crate::accounts::loader::Users;
 use crate::accounts::passwords::Passwords;
 use crate::accounts::throttle::Throttle;
 use crate::auth::changes;
 use crate::db::Db;
+use crate::events::Events;
+use crate::live::PostFeed;
 use crate::sessions::Sessions;
 
 /// Reads.
@@ -46,7 +49,7 @@ pub struct Mutation(
 );
 
 /// The executable schema.
-pub type BlogSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type BlogSchema = Schema<Query, Mutation, live::Subscription>;
 
 /// Deepest selection accepted. GraphiQL's introspection query needs 13.
 pub const MAX_DEPTH: usize = 16;
@@ -64,6 +67,10 @@ pub struct Services {
     pub sessions: Sessions,
     /// Users by id, batched (and shared with the session store's reads).
     pub users: Users,
+    /// What happened, for every instance.
+    pub events: Events,
+    /// New posts, for their subscribers.
+    pub feed: PostFeed,
 }
 
 impl Services {
@@ -84,8 +91,8 @@ fn row_id(id: &ID) -> Option<i64> {
     id.parse().ok()
 }
 
-fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+fn builder() -> SchemaBuilder<Query, Mutation, live::Subscription> {
+    Schema::build(Query::default(), Mutation::default(), live::Subscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
 }

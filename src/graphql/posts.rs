@@ -210,7 +210,14 @@ impl PostMutation {
         let title = validate::title(&input.title)?;
         validate::body(&input.body)?;
         let author_id = ctx.signed_in().await?.user_id();
-        let post = Post::create(&ctx.services().db, author_id, title, &input.body).await?;
+        let post = Post::create(
+            &ctx.services().db,
+            &ctx.services().events,
+            author_id,
+            title,
+            &input.body,
+        )
+        .await?;
         Ok(PostObject::from(post))
     }
 
@@ -225,7 +232,14 @@ impl PostMutation {
         let edit = input.edit()?;
         let caller = ctx.signed_in().await?;
         let id = row_id(&id).ok_or(PostError::NotFound)?;
-        let post = Post::update(&ctx.services().db, &caller, id, edit).await?;
+        let post = Post::update(
+            &ctx.services().db,
+            &ctx.services().events,
+            &caller,
+            id,
+            edit,
+        )
+        .await?;
         Ok(PostObject::from(post))
     }
 
@@ -237,6 +251,6 @@ impl PostMutation {
         let Some(id) = row_id(&id) else {
             return Ok(false);
         };
-        Ok(Post::delete(&ctx.services().db, &caller, id).await?)
+        Ok(Post::delete(&ctx.services().db, &ctx.services().events, &caller, id).await?)
     }
 }

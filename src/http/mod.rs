@@ -98,6 +98,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }
         return unready("session store (Redis) unavailable");
     }
+    if !state.services.events.healthy() {
+        tracing::warn!(
+            bus = state.services.events.backend_name(),
+            "not ready: the event bus"
+        );
+        return unready("event bus not subscribed (no heartbeat came back)");
+    }
     let checked = tokio::time::timeout(READINESS_TIMEOUT, state.services.db.check_writable()).await;
     let reason = match checked {
         Ok(Ok(())) => return (StatusCode::OK, "ready").into_response(),

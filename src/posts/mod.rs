@@ -8,7 +8,8 @@ use time::PrimitiveDateTime;
 use crate::accounts::Role;
 use crate::auth::Principal;
 use crate::db::schema::posts;
-use crate::db::{Db, DbError, now, with_conn};
+use crate::db::{Db, DbError, now, with_conn, with_tx};
+use crate::events::{Event, Events};
 use crate::pages::{Page, PageRequest};
 
 /// A post as stored.
@@ -45,20 +46,30 @@ pub struct PostEdit<'a> {
 }
 
 impl Post {
-    /// Stores a new post by `author_id`.
-    pub async fn create(db: &Db, author_id: i64, title: &str, body: &str) -> Result<Post, DbError> {
-        Ok(
-            with_conn!(db, write conn => diesel::insert_into(posts::table)
-            .values((
-                posts::author_id.eq(author_id),
-                posts::title.eq(title),
-                posts::body.eq(body),
-                posts::created_at.eq(now()),
-            ))
-            .returning(Post::as_returning())
-            .get_result(conn)
-            .await?),
-        )
+    /// Stores a new post by `author_id`, and announces it.
+    pub async fn create(
+        db: &Db,
+        events: &Events,
+        author_id: i64,
+        title: &str,
+        body: &str,
+    ) -> Result<Post, DbError> {
+        let post = with_tx!(db, conn => {
+            let post = diesel::insert_into(posts::table)
+                .values((
+                    posts::author_id.eq(author_id),
+                    posts::title.eq(title),
+                    posts::body.eq(body),
+                    posts::created_at.eq(now()),
+                ))
+                .returning(Post::as_returning())
+                .get_result(conn)
+                .await?;
+            events.within(conn, &Event::PostCreated { id: post.id }).await?;
+            Ok(post)
+        })?;
+        events.committed(Event::PostCreated { id: post.id }).await;
+        Ok(post)
     }
 
     /// The post with this id, if any.
@@ -76,9 +87,11 @@ impl Post {
         self.author_id == caller.user_id() || caller.role() == Role::Admin
     }
 
-    /// Applies `edit` to post `id` for `caller`, and marks it edited now.
+    /// Applies `edit` to post `id` for `caller`, marks it edited now, and
+    /// announces it.
     pub async fn update(
         db: &Db,
+        events: &Events,
         caller: &Principal,
         id: i64,
         edit: PostEdit<'_>,
@@ -88,30 +101,49 @@ impl Post {
         if !post.may_be_changed_by(caller) {
             return Err(PostError::NotOwner);
         }
-        let updated = with_conn!(db, write conn => diesel::update(posts::table.find(id))
-            .set((edit, posts::updated_at.eq(now())))
-            .returning(Post::as_returning())
-            .get_result(conn)
-            .await
-            .optional()
-            .map_err(DbError::from)?);
+        let updated = with_tx!(db, conn => {
+            let updated = diesel::update(posts::table.find(id))
+                .set((edit, posts::updated_at.eq(now())))
+                .returning(Post::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?;
+            if updated.is_some() {
+                events.within(conn, &Event::PostUpdated { id }).await?;
+            }
+            Ok(updated)
+        })?;
         // Deleted while it was checked.
-        updated.ok_or(PostError::NotFound)
+        let updated = updated.ok_or(PostError::NotFound)?;
+        events.committed(Event::PostUpdated { id }).await;
+        Ok(updated)
     }
 
-    /// Deletes post `id` for `caller`; `false` when there is no such post.
-    pub async fn delete(db: &Db, caller: &Principal, id: i64) -> Result<bool, PostError> {
+    /// Deletes post `id` for `caller`, and announces it; `false` when there
+    /// is no such post.
+    pub async fn delete(
+        db: &Db,
+        events: &Events,
+        caller: &Principal,
+        id: i64,
+    ) -> Result<bool, PostError> {
         let Some(post) = Self::find(db, id).await? else {
             return Ok(false);
         };
         if !post.may_be_changed_by(caller) {
             return Err(PostError::NotOwner);
         }
-        let deleted = with_conn!(db, write conn => diesel::delete(posts::table.find(id))
-            .execute(conn)
-            .await
-            .map_err(DbError::from)?);
-        Ok(deleted == 1)
+        let deleted = with_tx!(db, conn => {
+            let deleted = diesel::delete(posts::table.find(id)).execute(conn).await? == 1;
+            if deleted {
+                events.within(conn, &Event::PostDeleted { id }).await?;
+            }
+            Ok(deleted)
+        })?;
+        if deleted {
+            events.committed(Event::PostDeleted { id }).await;
+        }
+        Ok(deleted)
     }
 
     /// A page of posts, newest first, of one author or of all; one query.

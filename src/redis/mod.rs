@@ -27,6 +27,7 @@ pub struct RedisError(#[from] ::redis::RedisError);
 /// A connection to Redis and the prefix of our keys; cheap to clone.
 #[derive(Clone)]
 pub struct Redis {
+    client: ::redis::Client,
     conn: ConnectionManager,
     prefix: String,
 }
@@ -48,11 +49,12 @@ impl Redis {
             .set_max_delay(Duration::from_secs(1));
         let conn = tokio::time::timeout(
             2 * TIMEOUT,
-            ConnectionManager::new_with_config(client, settings),
+            ConnectionManager::new_with_config(client.clone(), settings),
         )
         .await
         .map_err(|_| ::redis::RedisError::from((::redis::ErrorKind::Io, "no answer in time")))??;
         let redis = Self {
+            client,
             conn,
             prefix: config.key_prefix.clone(),
         };
@@ -72,6 +74,16 @@ impl Redis {
     /// connection).
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// The client, for a connection of one's own (the event bus's).
+    pub fn client(&self) -> &::redis::Client {
+        &self.client
+    }
+
+    /// `BLOGQL_REDIS_KEY_PREFIX`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The key `{P}:<kind>:<rest>`.

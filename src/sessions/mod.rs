@@ -30,9 +30,13 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 
+use crate::accounts::User;
 use crate::accounts::loader::Users;
 use crate::clock::Millis;
-use keys::{Handle, SessionId, StoredKey};
+pub use crate::events::EndReason;
+use crate::events::{Event, Events};
+pub use keys::StoredKey;
+use keys::{Handle, SessionId};
 pub use record::SessionInfo;
 use record::{SignedIn, Stored};
 pub use request::RequestSession;
@@ -45,34 +49,6 @@ pub const COOKIE_NAME: &str = "sid";
 /// more than a browser keeps for one site (about 180), so planted cookies
 /// cannot crowd out the real one, and a bounded cost for a hostile request.
 const MAX_SESSION_COOKIES: usize = 1024;
-
-/// Why a session ended, as its subscribers are told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndReason {
-    /// Signed out (or signed in again over it).
-    LoggedOut,
-    /// Ended by its user from another session.
-    Revoked,
-    /// A timeout passed.
-    Expired,
-    /// Its user's password changed.
-    PasswordChanged,
-    /// Its user's role changed.
-    RoleChanged,
-}
-
-impl EndReason {
-    /// As the contract names it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::LoggedOut => "LOGGED_OUT",
-            Self::Revoked => "REVOKED",
-            Self::Expired => "EXPIRED",
-            Self::PasswordChanged => "PASSWORD_CHANGED",
-            Self::RoleChanged => "ROLE_CHANGED",
-        }
-    }
-}
 
 /// The session timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -128,19 +104,98 @@ struct Inner {
     secure: bool,
     /// Reads a session's user when the store keeps none (Redis).
     users: Users,
+    /// Where the sessions that end are announced.
+    events: Events,
+}
+
+/// What the store holds under a request's session IDs.
+pub(crate) enum Found {
+    /// The first live one: which ID named it, the session, its user.
+    Live {
+        at: usize,
+        session: SignedIn,
+        user: User,
+    },
+    /// The first one found was past a timeout (and is now deleted).
+    Expired,
+    /// The first one found has ended: its user's password or role changed
+    /// since it signed in.
+    Ended,
+    /// None.
+    Nothing,
+}
+
+/// What the store says of a session someone holds open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Live; it ends at this time unless it is used again.
+    Until(Millis),
+    /// A timeout passed.
+    Expired,
+    /// Gone, for another reason.
+    Ended,
 }
 
 impl Sessions {
     /// Sessions in `store`, under `policy`; users read through `users`.
-    pub fn new(store: SessionStore, policy: SessionPolicy, secure: bool, users: Users) -> Self {
+    pub fn new(
+        store: SessionStore,
+        policy: SessionPolicy,
+        secure: bool,
+        users: Users,
+        events: Events,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 policy,
                 secure,
                 users,
+                events,
             }),
         }
+    }
+
+    /// Looks up the first session that `keys` name, in one store round
+    /// trip: ends it if a timeout has passed, and reads its user.
+    pub(crate) async fn find(&self, keys: &[StoredKey]) -> Result<Found, SessionError> {
+        let inner = &self.inner;
+        let Some((at, stored, user)) = inner.store.load_first(keys).await? else {
+            return Ok(Found::Nothing);
+        };
+        let session = stored.signed_in;
+        if Millis::now() >= inner.policy.expiry(&session) {
+            self.end(&keys[at], EndReason::Expired).await?;
+            return Ok(Found::Expired);
+        }
+        let user = match user {
+            Some(user) => Some(user),
+            None => inner
+                .users
+                .load_one(session.user_id)
+                .await
+                .map_err(|err| SessionError::from(StoreError::Users(err)))?,
+        };
+        // A session whose user is gone is nobody's; so is one signed in
+        // before its user's password or role changed (a login in flight
+        // stores its session after the change ended the others).
+        let Some(user) = user else {
+            return Ok(Found::Nothing);
+        };
+        if user.credential_version != session.credential_version {
+            return Ok(Found::Ended);
+        }
+        Ok(Found::Live { at, session, user })
+    }
+
+    /// Whether the session under `key` is still live, read from the store
+    /// (a socket's re-check; it never extends the session).
+    pub async fn liveness(&self, key: &StoredKey) -> Result<Liveness, SessionError> {
+        Ok(match self.find(std::slice::from_ref(key)).await? {
+            Found::Live { session, .. } => Liveness::Until(self.inner.policy.expiry(&session)),
+            Found::Expired => Liveness::Expired,
+            Found::Ended | Found::Nothing => Liveness::Ended,
+        })
     }
 
     /// Answers when the session store does.
@@ -165,6 +220,13 @@ impl Sessions {
     pub async fn end(&self, key: &StoredKey, reason: EndReason) -> Result<bool, SessionError> {
         let ended = self.inner.store.delete(key).await?;
         log_ended(usize::from(ended), reason);
+        if ended {
+            self.announce(Event::SessionEnded {
+                key: key.as_str().to_owned(),
+                reason,
+            })
+            .await;
+        }
         Ok(ended)
     }
 
@@ -173,6 +235,16 @@ impl Sessions {
     pub async fn revoke(&self, user_id: i64, handle: &Handle) -> Result<bool, SessionError> {
         let ended = self.inner.store.revoke(user_id, handle).await?;
         log_ended(usize::from(ended), EndReason::Revoked);
+        if ended {
+            // The store knows the session by its handle only: each of the
+            // user's watchers checks whether it was theirs.
+            self.announce(Event::UserSessionsEnded {
+                user: user_id,
+                except: None,
+                reason: EndReason::Revoked,
+            })
+            .await;
+        }
         Ok(ended)
     }
 
@@ -180,6 +252,12 @@ impl Sessions {
     pub async fn end_all_of(&self, user_id: i64, reason: EndReason) -> Result<usize, SessionError> {
         let ended = self.inner.store.delete_of_user(user_id, None).await?;
         log_ended(ended, reason);
+        self.announce(Event::UserSessionsEnded {
+            user: user_id,
+            except: None,
+            reason,
+        })
+        .await;
         Ok(ended)
     }
 
@@ -192,6 +270,14 @@ impl Sessions {
     ) -> Result<usize, SessionError> {
         let ended = self.inner.store.delete_of_user(user_id, Some(keep)).await?;
         log_ended(ended, reason);
+        if ended > 0 {
+            self.announce(Event::UserSessionsEnded {
+                user: user_id,
+                except: Some(keep.as_str().to_owned()),
+                reason,
+            })
+            .await;
+        }
         Ok(ended)
     }
 
@@ -213,7 +299,13 @@ impl Sessions {
         Ok(sessions)
     }
 
+    /// Tells every instance (its open WebSockets, its caches).
+    async fn announce(&self, event: Event) {
+        self.inner.events.publish(event).await;
+    }
+
     /// Deletes the sessions past their expiry; run by the housekeeping task.
+    /// (Not announced: whoever holds a session knows when it expires.)
     pub async fn delete_expired(&self) -> Result<usize, SessionError> {
         let ended = self.inner.store.delete_expired().await?;
         log_ended(ended, EndReason::Expired);

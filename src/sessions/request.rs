@@ -16,9 +16,10 @@ use tower_sessions::cookie::{Cookie, SameSite};
 
 use super::keys::{SessionId, StoredKey};
 use super::record::{MAX_USER_AGENT, SignedIn};
-use super::{COOKIE_NAME, EndReason, SessionError, Sessions};
+use super::{COOKIE_NAME, EndReason, Found, SessionError, Sessions};
 use crate::accounts::User;
 use crate::clock::Millis;
+use crate::events::Event;
 
 /// One request's session, typed: who is signed in, sign in, sign out.
 pub struct RequestSession {
@@ -44,6 +45,9 @@ struct State {
     ended: bool,
     /// Loading the session failed: the request cannot know who it is.
     failed: Option<SessionError>,
+    /// The session's key before [`RequestSession::renew`] gave it a new
+    /// one, announced with the new one once it is stored.
+    renewed_from: Option<StoredKey>,
 }
 
 struct Current {
@@ -115,47 +119,34 @@ impl RequestSession {
     async fn try_load(&self, ids: &[SessionId]) -> Result<bool, SessionError> {
         let inner = &self.sessions.inner;
         let keys: Vec<StoredKey> = ids.iter().map(SessionId::stored_key).collect();
-        let Some((at, stored, user)) = inner.store.load_first(&keys).await? else {
-            return Ok(false);
+        let (at, mut session, user) = match self.sessions.find(&keys).await? {
+            Found::Live { at, session, user } => (at, session, user),
+            Found::Expired | Found::Ended => {
+                self.state().ended = true;
+                return Ok(false);
+            }
+            Found::Nothing => return Ok(false),
         };
-        let id = ids[at];
-        let key = keys[at].clone();
-        let mut session = stored.signed_in;
         let now = Millis::now();
-        if now >= inner.policy.expiry(&session) {
-            self.sessions.end(&key, EndReason::Expired).await?;
-            self.state().ended = true;
-            return Ok(false);
-        }
-        let user = match user {
-            Some(user) => Some(user),
-            None => inner
-                .users
-                .load_one(session.user_id)
-                .await
-                .map_err(|err| SessionError::from(super::StoreError::Users(err)))?,
-        };
-        // A session whose user is gone is nobody's; so is one signed in
-        // before its user's password or role changed (a login in flight
-        // stores its session after the change ended the others).
-        let Some(user) = user else {
-            return Ok(false);
-        };
-        if user.credential_version != session.credential_version {
-            self.state().ended = true;
-            return Ok(false);
-        }
         let mut state = self.state();
         if now.since(session.last_seen_at) >= inner.policy.touch_interval() {
             session.last_seen_at = now;
             state.write = Write::Update;
         }
         state.current = Some(Current {
-            id: Some(id),
+            id: Some(ids[at]),
             session,
             user,
         });
         Ok(true)
+    }
+
+    /// When the signed-in session ends unless it is used again.
+    pub async fn expires_at(&self) -> Option<Millis> {
+        self.load().await;
+        let state = self.state();
+        let current = state.current.as_ref()?;
+        Some(self.sessions.inner.policy.expiry(&current.session))
     }
 
     /// The signed-in user, or `None` for an anonymous request; the store's
@@ -259,6 +250,7 @@ impl RequestSession {
             current.session.credential_version = credential_version;
             current.user.credential_version = credential_version;
             state.write = Write::Create;
+            state.renewed_from = Some(key);
         }
         Ok(())
     }
@@ -268,13 +260,19 @@ impl RequestSession {
     /// ended session, nothing otherwise. An error here is the request's.
     pub async fn finish(&self) -> Result<Option<HeaderValue>, SessionError> {
         let inner = &self.sessions.inner;
-        let (write, ended, current) = {
+        let (write, ended, current, renewed_from) = {
             let mut state = self.state();
             let current = state
                 .current
                 .as_ref()
                 .map(|current| (current.id, current.session.clone()));
-            (std::mem::take(&mut state.write), state.ended, current)
+            let renewed_from = state.renewed_from.take();
+            (
+                std::mem::take(&mut state.write),
+                state.ended,
+                current,
+                renewed_from,
+            )
         };
         let cookie = match (write, current) {
             (Write::Create, Some((_, session))) => {
@@ -282,6 +280,16 @@ impl RequestSession {
                 let id = inner.store.create(&stored).await?;
                 if let Some(current) = &mut self.state().current {
                     current.id = Some(id);
+                }
+                if let Some(from) = renewed_from {
+                    // Its open WebSockets follow it to the new ID.
+                    inner
+                        .events
+                        .publish(Event::SessionRenewed {
+                            from: from.as_str().to_owned(),
+                            to: id.stored_key().as_str().to_owned(),
+                        })
+                        .await;
                 }
                 live_cookie(&id, stored.expires_at)
             }

@@ -10,6 +10,7 @@ mod attacks;
 mod backends;
 mod devices;
 mod editing;
+mod events;
 mod hardening;
 mod http;
 mod instances;

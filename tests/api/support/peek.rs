@@ -278,6 +278,54 @@ impl TestApp {
         command(&mut conn).expect("the Redis command runs")
     }
 
+    /// The server's event-bus connections now (Redis client IDs of the
+    /// connection named `blogql-bus-<prefix>`, or PostgreSQL backend PIDs
+    /// named `blogql-bus` on this database; none when the bus is
+    /// in-process): a new one after [`TestApp::cut_event_bus`] is the bus
+    /// reconnected.
+    pub async fn event_bus_connections(&self) -> Vec<String> {
+        if let Some((_, prefix)) = self.database.redis() {
+            let name = format!("name=blogql-bus-{prefix}");
+            let clients: String = self.redis(|conn| redis::cmd("CLIENT").arg("LIST").query(conn));
+            return clients
+                .lines()
+                .filter(|line| line.split(' ').any(|field| field == name))
+                .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+                .map(str::to_owned)
+                .collect();
+        }
+        if !self.on_postgres() {
+            return Vec::new();
+        }
+        self.sql_strings(
+            "SELECT pid::text AS s FROM pg_stat_activity \
+             WHERE application_name = 'blogql-bus' AND datname = current_database()",
+        )
+        .await
+    }
+
+    /// Cuts the server's event-bus connections the way a network or an
+    /// operator would (`CLIENT KILL ID` in Redis, `pg_terminate_backend`
+    /// in PostgreSQL); how many it cut.
+    pub async fn cut_event_bus(&self) -> usize {
+        let connections = self.event_bus_connections().await;
+        for id in &connections {
+            if self.database.redis().is_some() {
+                let _: i64 = self.redis(|conn| {
+                    redis::cmd("CLIENT")
+                        .arg("KILL")
+                        .arg("ID")
+                        .arg(id)
+                        .query(conn)
+                });
+            } else {
+                self.sql_execute(&format!("SELECT pg_terminate_backend({id})"))
+                    .await;
+            }
+        }
+        connections.len()
+    }
+
     /// A browser signed in as `username`, a new user and an admin, made the
     /// way an operator makes the first admin (`blogql create-admin`'s code).
     pub async fn admin(&self, username: &str) -> super::Browser {

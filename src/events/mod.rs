@@ -1,0 +1,376 @@
+//! The bus between instances: what happened that other instances (and this
+//! one's open WebSockets) must learn of at once — a session ended (with its
+//! reason) or renewed, a post created, edited or deleted.
+//!
+//! One backend, chosen at start-up beside the session store:
+//! - in-process on SQLite (one instance per database file);
+//! - PostgreSQL `LISTEN/NOTIFY` on one dedicated connection outside the
+//!   pool; a write that must announce itself sends its notification inside
+//!   its own transaction ([`Events::within`]), so it leaves at commit;
+//! - Redis pub/sub when `REDIS_URL` is set.
+//!
+//! The network backends lose what is published while they are cut off. So
+//! each instance sends itself a heartbeat through the whole path every
+//! [`HEARTBEAT_EVERY`]; the bus is healthy only while one came back within
+//! [`HEALTHY_WITHIN`]. A connection that broke (or went silent) is
+//! reconnected with backoff and resubscribed, and every change of health
+//! bumps [`Events::generation`], so that whatever depended on events
+//! re-checks what it holds.
+
+mod postgres;
+mod redis;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::clock::Millis;
+use crate::db::{Db, DbError, Notify};
+
+/// How often an instance sends itself a heartbeat through the bus.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+/// Healthy while a heartbeat came back within this.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(2);
+/// A connected listener that heard no heartbeat for this long is
+/// presumed dead, and replaced.
+const SILENT_FOR: Duration = Duration::from_secs(5);
+/// Events kept for local subscribers that are slow to read them.
+const LOCAL_BACKLOG: usize = 4096;
+/// The PostgreSQL channel (per database, so per deployment).
+const CHANNEL: &str = "blogql_events";
+
+/// Why a session ended, as its subscribers are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EndReason {
+    /// Signed out (or signed in again over it).
+    LoggedOut,
+    /// Ended by its user from another session.
+    Revoked,
+    /// A timeout passed.
+    Expired,
+    /// Its user's password changed.
+    PasswordChanged,
+    /// Its user's role changed.
+    RoleChanged,
+}
+
+impl EndReason {
+    /// As the contract names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LoggedOut => "LOGGED_OUT",
+            Self::Revoked => "REVOKED",
+            Self::Expired => "EXPIRED",
+            Self::PasswordChanged => "PASSWORD_CHANGED",
+            Self::RoleChanged => "ROLE_CHANGED",
+        }
+    }
+}
+
+/// Something other instances must learn of. Sessions are named by their
+/// stored key (a hash of the session ID: it cannot be turned back into a
+/// cookie).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "e", rename_all = "snake_case")]
+pub enum Event {
+    /// One session ended.
+    SessionEnded {
+        key: String,
+        reason: EndReason,
+    },
+    /// Every session of `user` ended, but `except`.
+    UserSessionsEnded {
+        user: i64,
+        except: Option<String>,
+        reason: EndReason,
+    },
+    /// A session was given a new ID (its user's password changed).
+    SessionRenewed {
+        from: String,
+        to: String,
+    },
+    PostCreated {
+        id: i64,
+    },
+    PostUpdated {
+        id: i64,
+    },
+    PostDeleted {
+        id: i64,
+    },
+    /// An instance's proof that the path works, sent to itself.
+    Heartbeat {
+        instance: u64,
+        seq: u64,
+    },
+}
+
+impl Event {
+    fn encode(&self) -> String {
+        // A closed enum of numbers and short strings: it always serializes.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn decode(payload: &[u8]) -> Option<Self> {
+        serde_json::from_slice(payload).ok()
+    }
+}
+
+/// Publishing an event failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Redis(#[from] crate::redis::RedisError),
+}
+
+/// Why the bus could not start: the setting of its backend, and what failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: cannot subscribe to the event bus: {message}")]
+pub struct StartError {
+    setting: &'static str,
+    message: String,
+}
+
+/// The instance's bus; cheap to clone.
+#[derive(Clone)]
+pub struct Events {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    /// What arrived, for this instance's subscribers.
+    local: broadcast::Sender<Arc<Event>>,
+    /// This instance's heartbeats are recognised by it.
+    instance: u64,
+    /// When our last heartbeat came back (Unix ms; 0: not since the last gap).
+    heard_at: AtomicU64,
+    /// Bumped whenever events may have been missed, and when the bus is
+    /// back after that.
+    generation: watch::Sender<u64>,
+    /// The listener and the heartbeat, stopped with the server.
+    tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+enum Backend {
+    InProcess,
+    Postgres { db: Db, url: String },
+    Redis(crate::redis::Redis),
+}
+
+impl Events {
+    /// The bus of this deployment: Redis pub/sub when `redis` is given,
+    /// else PostgreSQL's NOTIFY, else in-process; subscribed before it
+    /// returns, and healthy once its first heartbeat came back.
+    pub async fn start(db: &Db, redis: Option<&crate::redis::Redis>) -> Result<Self, StartError> {
+        let events = Self::publisher(db, redis);
+        match &events.inner.backend {
+            Backend::InProcess => return Ok(events),
+            Backend::Postgres { url, .. } => {
+                let listener = postgres::listen(url).await?;
+                events.spawn(postgres::run(events.clone(), url.clone(), listener));
+            }
+            Backend::Redis(redis) => {
+                let listener = redis::listen(redis, &events).await?;
+                events.spawn(redis::run(events.clone(), redis.clone(), listener));
+            }
+        }
+        events.spawn(heartbeats(events.clone()));
+        events.wait_healthy(HEALTHY_WITHIN).await;
+        Ok(events)
+    }
+
+    /// Runs `task` (which follows the bus) until the server stops.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = tokio::spawn(task).abort_handle();
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(handle);
+    }
+
+    /// Unsubscribes: the server is done.
+    pub fn stop(&self) {
+        let tasks = std::mem::take(
+            &mut *self
+                .inner
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    /// The same bus, to publish on only (a command such as `create-admin`
+    /// tells the running servers; it hears nothing itself).
+    pub fn publisher(db: &Db, redis: Option<&crate::redis::Redis>) -> Self {
+        let backend = match (redis, db.postgres_url()) {
+            (Some(redis), _) => Backend::Redis(redis.clone()),
+            (None, Some(url)) => Backend::Postgres {
+                db: db.clone(),
+                url: url.to_owned(),
+            },
+            (None, None) => Backend::InProcess,
+        };
+        Self {
+            inner: Arc::new(Inner {
+                backend,
+                local: broadcast::channel(LOCAL_BACKLOG).0,
+                instance: rand::random(),
+                heard_at: AtomicU64::new(0),
+                generation: watch::channel(0).0,
+                tasks: std::sync::Mutex::default(),
+            }),
+        }
+    }
+
+    /// Which backend carries the events, for logs and `/readyz`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.inner.backend {
+            Backend::InProcess => "in-process",
+            Backend::Postgres { .. } => "PostgreSQL LISTEN/NOTIFY",
+            Backend::Redis(_) => "Redis pub/sub",
+        }
+    }
+
+    /// Whether every event published anywhere reaches this instance now:
+    /// our own heartbeat came back within [`HEALTHY_WITHIN`].
+    pub fn healthy(&self) -> bool {
+        if matches!(self.inner.backend, Backend::InProcess) {
+            return true;
+        }
+        self.heard_within(HEALTHY_WITHIN)
+    }
+
+    /// Bumped when events may have been missed and when the bus is back:
+    /// at each change, re-check whatever depended on events.
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    /// The events that arrive from now on (this instance's own included).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.local.subscribe()
+    }
+
+    /// Sends `event` inside the transaction on `conn` when the bus is the
+    /// database's own (it leaves at commit); otherwise nothing: then
+    /// [`Events::committed`] sends it.
+    pub async fn within<C: Notify>(&self, conn: &mut C, event: &Event) -> Result<(), DbError> {
+        match self.inner.backend {
+            Backend::Postgres { .. } => conn.notify(CHANNEL, &event.encode()).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// After the transaction that [`Events::within`] was given committed:
+    /// sends `event` on a bus that is not the database's own.
+    pub async fn committed(&self, event: Event) {
+        if !matches!(self.inner.backend, Backend::Postgres { .. }) {
+            self.publish(event).await;
+        }
+    }
+
+    /// Sends `event` to every instance, this one included. A bus that
+    /// cannot send it is marked as having lost events (so nothing trusts
+    /// what the event should have changed until it is back).
+    pub async fn publish(&self, event: Event) {
+        if let Err(err) = self.try_publish(&event).await {
+            tracing::warn!(error = %err, "cannot publish an event: the bus is marked unhealthy");
+            self.gap();
+        }
+    }
+
+    async fn try_publish(&self, event: &Event) -> Result<(), PublishError> {
+        match &self.inner.backend {
+            Backend::InProcess => {
+                self.deliver(event.clone());
+                Ok(())
+            }
+            Backend::Postgres { db, .. } => Ok(postgres::publish(db, &event.encode()).await?),
+            Backend::Redis(redis) => Ok(redis::publish(redis, &event.encode()).await?),
+        }
+    }
+
+    /// An event arrived from the bus.
+    fn deliver(&self, event: Event) {
+        if let Event::Heartbeat { instance, .. } = event {
+            if instance == self.inner.instance {
+                let was_healthy = self.healthy();
+                let now = u64::try_from(Millis::now().0).unwrap_or(1);
+                self.inner.heard_at.store(now, Ordering::Release);
+                if !was_healthy {
+                    tracing::info!(bus = self.backend_name(), "event bus healthy");
+                    self.inner.generation.send_modify(|n| *n += 1);
+                }
+            }
+            return;
+        }
+        // No local subscriber yet is not an error.
+        let _ = self.inner.local.send(Arc::new(event));
+    }
+
+    /// Events may have been missed (a connection broke, a send failed).
+    fn gap(&self) {
+        self.inner.heard_at.store(0, Ordering::Release);
+        self.inner.generation.send_modify(|n| *n += 1);
+    }
+
+    /// Whether our heartbeat came back within `silence` (and since the
+    /// last gap).
+    fn heard_within(&self, silence: Duration) -> bool {
+        let heard = self.inner.heard_at.load(Ordering::Acquire);
+        heard != 0 && Millis::now().since(Millis(heard as i64)) < silence
+    }
+
+    async fn wait_healthy(&self, at_most: Duration) {
+        let mut generation = self.generation();
+        let _ = tokio::time::timeout(at_most, async {
+            while !self.healthy() {
+                if generation.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Sends this instance's heartbeat, for as long as the bus lives.
+async fn heartbeats(events: Events) {
+    let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for seq in 0.. {
+        ticks.tick().await;
+        let beat = Event::Heartbeat {
+            instance: events.inner.instance,
+            seq,
+        };
+        if let Err(err) = events.try_publish(&beat).await {
+            tracing::debug!(error = %err, "cannot send a heartbeat");
+        }
+    }
+}
+
+/// Waits before the next attempt to reconnect: 100 ms, doubling to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(100))
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+    }
+}

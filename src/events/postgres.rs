@@ -1,0 +1,94 @@
+//! The bus on PostgreSQL: `LISTEN` on one connection of its own (outside
+//! the pool: a pooled connection would be handed to a request), its
+//! notifications handed to the bus as they arrive; `NOTIFY` from the
+//! transactions that write, or on a pooled connection. Notifications are
+//! per database, so each deployment (and each test database) has its own.
+
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::StreamExt as _;
+
+use super::{Backoff, CHANNEL, Event, Events, SILENT_FOR, StartError};
+use crate::db::{Db, DbError, Notify, with_conn};
+
+/// How long connecting and subscribing may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection that listens on [`CHANNEL`].
+pub(super) async fn listen(url: &str) -> Result<AsyncPgConnection, StartError> {
+    let failed = |err: &dyn std::fmt::Display| StartError {
+        setting: "DATABASE_URL",
+        message: err.to_string(),
+    };
+    let subscribed = async {
+        let mut conn = AsyncPgConnection::establish(url)
+            .await
+            .map_err(|e| failed(&e))?;
+        conn.batch_execute(&format!(
+            "SET application_name = 'blogql-bus'; LISTEN {CHANNEL}"
+        ))
+        .await
+        .map_err(|e| failed(&e))?;
+        Ok(conn)
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, subscribed)
+        .await
+        .map_err(|_| failed(&"no answer in time"))?
+}
+
+/// Hands notifications to the bus; when the connection is lost or goes
+/// silent, marks the gap and listens again, with backoff.
+pub(super) async fn run(events: Events, url: String, mut conn: AsyncPgConnection) {
+    loop {
+        hear(&events, &mut conn).await;
+        events.gap();
+        let mut backoff = Backoff::new();
+        conn = loop {
+            backoff.wait().await;
+            match listen(&url).await {
+                Ok(conn) => break conn,
+                Err(err) => tracing::warn!(error = %err, "event bus: cannot listen again"),
+            }
+        };
+        tracing::info!("event bus: listening on PostgreSQL again");
+    }
+}
+
+/// Delivers what arrives on `conn` until it breaks or goes silent.
+async fn hear(events: &Events, conn: &mut AsyncPgConnection) {
+    let since = tokio::time::Instant::now();
+    let mut check = tokio::time::interval(SILENT_FOR / 5);
+    let mut notifications = std::pin::pin!(conn.notifications_stream());
+    loop {
+        tokio::select! {
+            received = notifications.next() => match received {
+                Some(Ok(notification)) => {
+                    if let Some(event) = Event::decode(notification.payload.as_bytes()) {
+                        events.deliver(event);
+                    }
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "event bus: the PostgreSQL listener failed");
+                    return;
+                }
+                None => {
+                    tracing::warn!("event bus: the PostgreSQL listener was closed");
+                    return;
+                }
+            },
+            _ = check.tick() => {
+                if since.elapsed() > SILENT_FOR && !events.heard_within(SILENT_FOR) {
+                    tracing::warn!("event bus: no heartbeat through PostgreSQL; reconnecting");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Notifies every instance now, outside any transaction of ours.
+pub(super) async fn publish(db: &Db, payload: &str) -> Result<(), DbError> {
+    with_conn!(db, write conn => conn.notify(CHANNEL, payload).await?);
+    Ok(())
+}

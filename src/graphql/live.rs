@@ -1,0 +1,122 @@
+//! Live updates in the schema: `Subscription` (`postCreated`,
+//! `sessionEnded`) and `SessionEndReason`. They run on a WebSocket
+//! (`http::ws`), which hands each operation its [`LiveSocket`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_graphql::{Context, Enum, Subscription};
+use futures_util::Stream;
+use futures_util::stream;
+use tokio::sync::{Notify, broadcast, watch};
+
+use super::context::RequestContext;
+use super::error::ApiError;
+use super::guard::ByCookie;
+use super::posts::PostObject;
+use crate::events::EndReason;
+use crate::posts::Post;
+
+/// Why a session ended, as `sessionEnded` says.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(name = "SessionEndReason", remote = "EndReason")]
+pub enum SessionEndReason {
+    LoggedOut,
+    Revoked,
+    Expired,
+    PasswordChanged,
+    RoleChanged,
+}
+
+/// What the operations of one WebSocket share with its loop: the end of
+/// the socket's session (told to every `sessionEnded`), and whether one of
+/// its subscriptions fell behind the posts (then the socket is closed).
+#[derive(Default)]
+pub struct LiveSocket {
+    ended: watch::Sender<Option<EndReason>>,
+    /// `sessionEnded` subscriptions started and not yet told.
+    untold: AtomicUsize,
+    fell_behind: AtomicBool,
+    behind: Notify,
+}
+
+impl LiveSocket {
+    /// Tells every `sessionEnded` subscription of this socket.
+    pub fn end(&self, reason: EndReason) {
+        self.ended.send_replace(Some(reason));
+    }
+
+    /// How many `sessionEnded` subscriptions have not been told yet.
+    pub fn untold(&self) -> usize {
+        self.untold.load(Ordering::Acquire)
+    }
+
+    /// Completes when a subscription of this socket fell behind.
+    pub async fn fell_behind(&self) {
+        while !self.fell_behind.load(Ordering::Acquire) {
+            self.behind.notified().await;
+        }
+    }
+
+    fn mark_behind(&self) {
+        self.fell_behind.store(true, Ordering::Release);
+        self.behind.notify_waiters();
+    }
+}
+
+/// The socket an operation runs on; an error when it runs elsewhere.
+fn socket(ctx: &Context<'_>) -> Result<Arc<LiveSocket>, ApiError> {
+    ctx.data::<Arc<LiveSocket>>()
+        .cloned()
+        .map_err(|_| ApiError::internal("a subscription ran outside a WebSocket"))
+}
+
+/// Live updates.
+#[derive(Default)]
+pub struct Subscription;
+
+#[Subscription]
+impl Subscription {
+    /// Every new post, from any instance.
+    async fn post_created(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = PostObject> + use<>, ApiError> {
+        let socket = socket(ctx)?;
+        let posts = ctx.services().feed.subscribe();
+        Ok(stream::unfold(
+            (posts, socket),
+            |(mut posts, socket)| async move {
+                match posts.recv().await {
+                    Ok(post) => Some((PostObject::from(Post::clone(&post)), (posts, socket))),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        socket.mark_behind();
+                        None
+                    }
+                    Err(broadcast::error::RecvError::Closed) => None,
+                }
+            },
+        ))
+    }
+
+    /// Fires once when the session of the socket's cookie ends, with why;
+    /// then the socket closes (4401).
+    #[graphql(guard = "ByCookie")]
+    async fn session_ended(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = SessionEndReason> + use<>, ApiError> {
+        let socket = socket(ctx)?;
+        socket.untold.fetch_add(1, Ordering::AcqRel);
+        let mut ended = socket.ended.subscribe();
+        Ok(stream::once(async move {
+            let reason = match ended.wait_for(Option::is_some).await {
+                Ok(reason) => (*reason).unwrap_or(EndReason::Revoked),
+                // The socket is gone; nobody reads this.
+                Err(_) => EndReason::Revoked,
+            };
+            socket.untold.fetch_sub(1, Ordering::AcqRel);
+            SessionEndReason::from(reason)
+        }))
+    }
+}
