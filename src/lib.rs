@@ -97,6 +97,9 @@ pub struct App {
     housekeeping_every: Duration,
     connections: ConnectionLimits,
     events: events::Events,
+    /// Turned on at shutdown: every WebSocket closes (1001).
+    stopping: tokio::sync::watch::Sender<bool>,
+    sockets: Arc<http::ws::Sockets>,
 }
 
 impl App {
@@ -134,6 +137,10 @@ impl App {
             feed: live::PostFeed::start(db.clone(), &events),
             events: events.clone(),
         });
+        let stopping = tokio::sync::watch::channel(false).0;
+        let sockets = http::ws::Sockets::new(stopping.subscribe());
+        let mut origins = vec![config.public_origin.clone()];
+        origins.extend(config.cors_origins.iter().cloned());
         let state = AppState {
             schema: graphql::schema(services.clone(), config.introspection),
             services,
@@ -141,6 +148,8 @@ impl App {
             persisted: persisted::PersistedQueries::new(redis.as_ref()),
             documents: Arc::default(),
             request_timeout: config.request_timeout,
+            sockets: sockets.clone(),
+            origins: http::ws::AllowedOrigins(origins),
         };
         Ok(Self {
             db,
@@ -150,6 +159,8 @@ impl App {
             housekeeping_every: policy.touch_interval(),
             connections: config.connections,
             events,
+            stopping,
+            sockets,
         })
     }
 
@@ -165,7 +176,14 @@ impl App {
             self.throttle,
             self.housekeeping_every,
         ));
+        let stopping = self.stopping;
+        let shutdown = async move {
+            shutdown.await;
+            stopping.send_replace(true);
+        };
+        let grace = self.connections.shutdown_grace;
         let served = http::server::serve(listener, self.router, self.connections, shutdown).await;
+        self.sockets.closed(grace).await;
         housekeeping.abort();
         self.events.stop();
         served

@@ -30,7 +30,7 @@ impl PostFeed {
     pub fn start(db: Db, events: &Events) -> Self {
         let posts = broadcast::channel(FEED_BACKLOG).0;
         let feed = Self { posts };
-        events.spawn(feed.clone().follow(db, events.subscribe()));
+        events.spawn(feed.clone().follow(db, events.clone()));
         feed
     }
 
@@ -39,34 +39,105 @@ impl PostFeed {
         self.posts.subscribe()
     }
 
-    async fn follow(self, db: Db, mut events: broadcast::Receiver<Arc<Event>>) {
-        loop {
-            let id = match events.recv().await {
-                Ok(event) => match *event {
-                    Event::PostCreated { id } => id,
-                    _ => continue,
-                },
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "the post feed fell behind the bus");
-                    continue;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            // Nobody listening: nothing to read.
-            if self.posts.receiver_count() == 0 {
-                continue;
+    async fn follow(self, db: Db, events: Events) {
+        let mut heard = events.subscribe();
+        let mut generation = events.generation();
+        // Where a catch-up after a gap starts.
+        let newest = match Post::newest_id(&db).await {
+            Ok(id) => id,
+            Err(err) => {
+                tracing::warn!(error = %err, "the post feed cannot read the newest post");
+                0
             }
-            match Post::find(&db, id).await {
-                Ok(Some(post)) => {
-                    let _ = self.posts.send(Arc::new(post));
-                }
-                // Deleted before it could be read: nothing to announce.
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot read a new post for its subscribers")
+        };
+        let mut sent = Sent {
+            recent: std::collections::VecDeque::new(),
+            newest,
+        };
+        loop {
+            tokio::select! {
+                event = heard.recv() => match event {
+                    Ok(event) => {
+                        if let Event::PostCreated { id } = *event
+                            && !sent.contains(id)
+                        {
+                            self.announce(&db, &mut sent, id).await;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "the post feed fell behind the bus");
+                        self.catch_up(&db, &mut sent).await;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                changed = generation.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // Back after a gap: what was created meanwhile.
+                    if events.healthy() {
+                        self.catch_up(&db, &mut sent).await;
+                    }
                 }
             }
         }
+    }
+
+    async fn announce(&self, db: &Db, sent: &mut Sent, id: i64) {
+        // Nobody listening: nothing to read.
+        if self.posts.receiver_count() == 0 {
+            sent.record(id);
+            return;
+        }
+        match Post::find(db, id).await {
+            Ok(Some(post)) => {
+                sent.record(id);
+                let _ = self.posts.send(Arc::new(post));
+            }
+            // Deleted before it could be read: nothing to announce.
+            Ok(None) => sent.record(id),
+            Err(err) => tracing::warn!(error = %err, "cannot read a new post for its subscribers"),
+        }
+    }
+
+    /// Announces the posts newer than the newest announced, which the bus
+    /// may have lost.
+    async fn catch_up(&self, db: &Db, sent: &mut Sent) {
+        match Post::created_after(db, sent.newest, CATCH_UP).await {
+            Ok(posts) => {
+                for post in posts {
+                    if !sent.contains(post.id) {
+                        sent.record(post.id);
+                        let _ = self.posts.send(Arc::new(post));
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "the post feed cannot catch up"),
+        }
+    }
+}
+
+/// Posts a catch-up announces at most (a longer gap loses the older).
+const CATCH_UP: i64 = FEED_BACKLOG as i64;
+
+/// The posts announced lately, so that one heard again (on the bus after
+/// a catch-up found it) goes out once.
+struct Sent {
+    recent: std::collections::VecDeque<i64>,
+    newest: i64,
+}
+
+impl Sent {
+    fn contains(&self, id: i64) -> bool {
+        self.recent.contains(&id)
+    }
+
+    fn record(&mut self, id: i64) {
+        if self.recent.len() == 2 * FEED_BACKLOG {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(id);
+        self.newest = self.newest.max(id);
     }
 }
 
@@ -86,7 +157,7 @@ pub async fn session_end(
 ) -> EndReason {
     let mut heard = events.subscribe();
     let mut generation = events.generation();
-    let mut expires_at = match recheck(sessions, &key).await {
+    let mut expires_at = match recheck(sessions, &key, None).await {
         Ok(at) => at,
         Err(reason) => return reason,
     };
@@ -96,7 +167,7 @@ pub async fn session_end(
         ));
         tokio::select! {
             () = sleep => {
-                expires_at = match recheck(sessions, &key).await {
+                expires_at = match recheck(sessions, &key, Some(expires_at)).await {
                     Ok(at) => at,
                     Err(reason) => return reason,
                 };
@@ -106,7 +177,7 @@ pub async fn session_end(
                     return EndReason::Revoked;
                 }
                 // Events may have been missed: the store says.
-                expires_at = match recheck(sessions, &key).await {
+                expires_at = match recheck(sessions, &key, Some(expires_at)).await {
                     Ok(at) => at,
                     Err(reason) => return reason,
                 };
@@ -115,7 +186,7 @@ pub async fn session_end(
                 let event = match event {
                     Ok(event) => event,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        expires_at = match recheck(sessions, &key).await {
+                        expires_at = match recheck(sessions, &key, Some(expires_at)).await {
                             Ok(at) => at,
                             Err(reason) => return reason,
                         };
@@ -131,7 +202,7 @@ pub async fn session_end(
                         if *of == user && except.as_deref() != Some(key.as_str()) =>
                     {
                         // Which of the user's sessions ended, the store knows.
-                        match recheck(sessions, &key).await {
+                        match recheck(sessions, &key, Some(expires_at)).await {
                             Ok(at) => expires_at = at,
                             Err(_) => return *reason,
                         }
@@ -147,13 +218,22 @@ pub async fn session_end(
 }
 
 /// When the session under `key` expires, read from the store (which ends
-/// it if it has expired); why it ended when it has. A store that fails is
-/// asked again: the socket stays until the answer is known.
-async fn recheck(sessions: &Sessions, key: &StoredKey) -> Result<Millis, EndReason> {
+/// it if it has expired); why it ended when it has. `known`: when it was
+/// last known to expire. A store that fails is asked again: the socket
+/// stays until the answer is known.
+async fn recheck(
+    sessions: &Sessions,
+    key: &StoredKey,
+    known: Option<Millis>,
+) -> Result<Millis, EndReason> {
     loop {
         match sessions.liveness(key).await {
             Ok(Liveness::Until(at)) => return Ok(at),
             Ok(Liveness::Expired) => return Err(EndReason::Expired),
+            // Gone past its time: the housekeeping deleted it.
+            Ok(Liveness::Ended) if known.is_some_and(|at| Millis::now() >= at) => {
+                return Err(EndReason::Expired);
+            }
             // Ended by an event this socket did not hear (a gap in the bus).
             Ok(Liveness::Ended) => return Err(EndReason::Revoked),
             Err(err) => {

@@ -189,6 +189,8 @@ pub struct Config {
     /// Sessions in Redis instead of the database.
     pub redis: Option<RedisConfig>,
     pub cookie_secure: bool,
+    /// The public URL's origin (`scheme://host[:port]`), as browsers send it.
+    pub public_origin: HeaderValue,
     pub cors_origins: Vec<HeaderValue>,
     pub session_idle_timeout: Duration,
     pub session_absolute_timeout: Duration,
@@ -250,6 +252,7 @@ impl Settings {
                 ("BLOGQL_REDIS_KEY_PREFIX", &self.redis_key_prefix),
             )?,
             cookie_secure,
+            public_origin: parse::origin_of(&public_url),
             cors_origins: parse::origins("BLOGQL_CORS_ORIGINS", &self.cors_origins)?,
             session_idle_timeout: parse::duration(
                 "BLOGQL_SESSION_IDLE_TIMEOUT",

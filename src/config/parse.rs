@@ -77,6 +77,21 @@ pub fn public_url(name: &'static str, value: &str) -> Result<Uri, SettingError> 
         .ok_or_else(|| bad(name, format!("{value:?} is not an http:// or https:// URL")))
 }
 
+/// The origin a browser sends for pages under `url`: its scheme and host,
+/// and its port unless it is the scheme's default.
+pub fn origin_of(url: &Uri) -> HeaderValue {
+    let scheme = url.scheme_str().unwrap_or("http");
+    let host = url.host().unwrap_or_default().to_ascii_lowercase();
+    let origin = match url.port_u16() {
+        Some(port) if !matches!((scheme, port), ("http", 80) | ("https", 443)) => {
+            format!("{scheme}://{host}:{port}")
+        }
+        _ => format!("{scheme}://{host}"),
+    };
+    // Made of a parsed URI's parts: always a valid header value.
+    HeaderValue::from_str(&origin).unwrap_or(HeaderValue::from_static("null"))
+}
+
 /// A list of origins (scheme and host, no wildcard, path or trailing slash).
 pub fn origins(name: &'static str, value: &str) -> Result<Vec<HeaderValue>, SettingError> {
     list(value)

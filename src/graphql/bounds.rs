@@ -184,6 +184,22 @@ fn too_deep() -> Exceeded {
     Exceeded("Query is nested too deep.".into())
 }
 
+/// Whether every operation of `document` that may run (the one named, or
+/// any when the name is missing or names none) is of type `ty`: a GET runs
+/// queries only, a WebSocket subscriptions only.
+pub fn only(ty: OperationType, document: &ExecutableDocument, name: Option<&str>) -> bool {
+    match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => operation.node.ty == ty,
+        (DocumentOperations::Multiple(operations), Some(name)) => match operations.get(name) {
+            Some(operation) => operation.node.ty == ty,
+            None => operations.values().all(|operation| operation.node.ty == ty),
+        },
+        (DocumentOperations::Multiple(operations), None) => {
+            operations.values().all(|operation| operation.node.ty == ty)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,8 +90,10 @@ impl Subscription {
                 match posts.recv().await {
                     Ok(post) => Some((PostObject::from(Post::clone(&post)), (posts, socket))),
                     Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Not completed: the client would not subscribe
+                        // again. The socket closes (1013) and it reconnects.
                         socket.mark_behind();
-                        None
+                        std::future::pending().await
                     }
                     Err(broadcast::error::RecvError::Closed) => None,
                 }

@@ -1,6 +1,6 @@
 //! HTTP: the router, and everything between the socket and GraphQL — the
 //! accept loop and its connection bounds, the GraphQL-over-HTTP pipeline,
-//! the CSRF rule, CORS, health, tracing.
+//! GraphQL over WebSocket, the CSRF rule, CORS, health, tracing.
 
 pub mod client_ip;
 pub mod csrf;
@@ -10,6 +10,7 @@ pub mod persisted;
 pub mod pipeline;
 pub mod respond;
 pub mod server;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +44,10 @@ pub struct AppState {
     pub documents: Arc<DocumentCache>,
     /// A `/graphql` request still running after this is answered with 503.
     pub request_timeout: Duration,
+    /// The open WebSockets.
+    pub sockets: Arc<ws::Sockets>,
+    /// Where a browser may open a WebSocket from.
+    pub origins: ws::AllowedOrigins,
 }
 
 /// The whole HTTP surface; `cors_origins` may send credentialed requests.
@@ -54,6 +59,7 @@ pub fn router(state: AppState, cors_origins: Vec<HeaderValue>) -> Router {
                 .post(graphql_post)
                 .fallback(graphql_other_method),
         )
+        .route("/graphql/ws", get(ws::upgrade))
         .route("/graphiql/{file}", get(graphiql::asset))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

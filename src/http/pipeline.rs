@@ -11,7 +11,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::request::Parts;
@@ -132,7 +132,13 @@ fn parse_and_bound(
             return Err(format.request_error(ErrorCode::GraphqlParseFailed, &message));
         }
     };
-    if is_get && !only_queries(&parsed.document, operation.operation_name.as_deref()) {
+    if is_get
+        && !bounds::only(
+            OperationType::Query,
+            &parsed.document,
+            operation.operation_name.as_deref(),
+        )
+    {
         let mut response = refusal(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::MethodNotAllowed,
@@ -291,22 +297,4 @@ fn from_query_string(query_string: &str) -> Result<async_graphql::Request, Strin
             .map_err(|err| format!("extensions are not a JSON object: {err}"))?;
     }
     Ok(request)
-}
-
-/// Whether the operation that would run is a query. When the document does
-/// not say which one runs, every operation in it must be a query.
-fn only_queries(document: &ExecutableDocument, name: Option<&str>) -> bool {
-    let is_query = |ty: OperationType| ty == OperationType::Query;
-    match (&document.operations, name) {
-        (DocumentOperations::Single(operation), _) => is_query(operation.node.ty),
-        (DocumentOperations::Multiple(operations), Some(name)) => match operations.get(name) {
-            Some(operation) => is_query(operation.node.ty),
-            None => operations
-                .values()
-                .all(|operation| is_query(operation.node.ty)),
-        },
-        (DocumentOperations::Multiple(operations), None) => operations
-            .values()
-            .all(|operation| is_query(operation.node.ty)),
-    }
 }

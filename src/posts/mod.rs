@@ -82,6 +82,27 @@ impl Post {
             .optional()?))
     }
 
+    /// The posts after `id`, oldest first, at most `limit` (what a
+    /// subscriber missed while the bus was cut).
+    pub async fn created_after(db: &Db, id: i64, limit: i64) -> Result<Vec<Post>, DbError> {
+        Ok(with_conn!(db, conn => posts::table
+            .filter(posts::id.gt(id))
+            .order(posts::id.asc())
+            .limit(limit)
+            .select(Post::as_select())
+            .load(conn)
+            .await?))
+    }
+
+    /// The newest post's id; 0 when there is none.
+    pub async fn newest_id(db: &Db) -> Result<i64, DbError> {
+        let newest: Option<i64> = with_conn!(db, conn => posts::table
+            .select(diesel::dsl::max(posts::id))
+            .first(conn)
+            .await?);
+        Ok(newest.unwrap_or(0))
+    }
+
     /// The rule for editing and deleting: the author, or an admin.
     pub fn may_be_changed_by(&self, caller: &Principal) -> bool {
         self.author_id == caller.user_id() || caller.role() == Role::Admin

@@ -15,6 +15,7 @@ mod hardening;
 mod http;
 mod instances;
 mod limits;
+mod live;
 mod persisted;
 mod posts;
 mod program;

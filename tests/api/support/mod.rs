@@ -8,6 +8,8 @@
 //!   token), the only two ways tests talk to the server over GraphQL;
 //! - `process`: the `blogql` binary as a child process, and a Redis server
 //!   of a test's own;
+//! - `socket`: a `graphql-transport-ws` client, upgraded with a browser's
+//!   cookie and `Origin`;
 //! - `peek`: the only code that looks behind the API (SQL, Redis keys, the
 //!   statement counter, `create-admin`'s function).
 //!
@@ -21,6 +23,7 @@ mod app;
 mod database;
 mod peek;
 mod process;
+mod socket;
 mod stores;
 
 use std::net::SocketAddr;
@@ -33,6 +36,7 @@ pub use actors::{Browser, TokenClient, concurrent_guesses};
 pub use app::TestApp;
 pub use database::TestDatabase;
 pub use process::{OwnRedis, Process, blogql_bin};
+pub use socket::{LiveClient, Received};
 pub use stores::{Backend, Store};
 
 /// A password every test user has unless a test says otherwise.

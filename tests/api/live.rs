@@ -1,0 +1,442 @@
+//! Live updates at `/graphql/ws`, as Apollo Client's and urql's
+//! `graphql-ws` link speaks to them: `postCreated` from any instance,
+//! `sessionEnded` by every path and then 4401, the protocol's close codes,
+//! the `Origin` rule, and the bounds a hostile client meets.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{Browser, PASSWORD, Received, Store, TestApp, assert_no_errors, error_code};
+
+const POST_CREATED: &str = "subscription { postCreated { id title author { username } } }";
+const SESSION_ENDED: &str = "subscription { sessionEnded }";
+
+/// A browser signed in as a new user `username`.
+async fn signed_in(app: &TestApp, username: &str) -> Browser {
+    let browser = app.browser();
+    browser.register(username).await;
+    browser
+}
+
+/// `browser`'s socket on `app`, subscribed to `sessionEnded` as "end".
+async fn watching_its_session(app: &TestApp, browser: &Browser) -> crate::support::LiveClient {
+    let mut socket = app.subscriber(browser).await;
+    socket.subscribe("end", SESSION_ENDED).await;
+    socket
+}
+
+/// Expects `sessionEnded` with `reason`, its `complete`, then close 4401.
+async fn expect_session_ended(socket: &mut crate::support::LiveClient, reason: &str) {
+    let data = socket.next_data("end").await;
+    assert_eq!(data["sessionEnded"], reason, "{data}");
+    assert_eq!(socket.closed().await, 4401);
+}
+
+store_tests! {
+    async fn every_subscriber_receives_each_new_post_once(store) {
+        let app = store.spawn().await;
+        let alice = signed_in(&app, "alice").await;
+        let mut sockets = Vec::new();
+        for viewer in [app.browser(), app.browser()] {
+            let mut socket = app.subscriber(&viewer).await;
+            socket.subscribe("p", POST_CREATED).await;
+            sockets.push(socket);
+        }
+        // Subscribed before the posts are made: give the server a moment
+        // to start the operations it was sent.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let first = alice.create_post("first", "body").await;
+        let second = alice.create_post("second", "body").await;
+        for socket in &mut sockets {
+            for (id, title) in [(&first, "first"), (&second, "second")] {
+                let data = socket.next_data("p").await;
+                assert_eq!(data["postCreated"]["id"], id.as_str());
+                assert_eq!(data["postCreated"]["title"], title);
+                assert_eq!(data["postCreated"]["author"]["username"], "alice");
+            }
+            assert!(
+                socket.receive_within(Duration::from_millis(300)).await.is_none(),
+                "each post once"
+            );
+        }
+    }
+
+    async fn session_ended_fires_once_for_each_way_a_session_ends_then_closes_4401(store) {
+        let app = store.spawn().await;
+        // Logged out.
+        let alice = signed_in(&app, "alice").await;
+        let mut socket = watching_its_session(&app, &alice).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_no_errors(&alice.graphql("mutation { logout }", json!({})).await);
+        expect_session_ended(&mut socket, "LOGGED_OUT").await;
+        // Revoked from another device, and all others logged out.
+        let laptop = app.browser();
+        assert_no_errors(&laptop.login("alice", PASSWORD).await);
+        let phone = app.browser();
+        assert_no_errors(&phone.login("alice", PASSWORD).await);
+        let mut on_laptop = watching_its_session(&app, &laptop).await;
+        let mut on_phone = watching_its_session(&app, &phone).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let listed = phone.graphql("{ sessions { id current } }", json!({})).await;
+        let laptop_handle = listed["data"]["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["current"] == false)
+            .map(|s| s["id"].clone())
+            .unwrap();
+        let revoked = phone
+            .graphql("mutation($id: ID!) { revokeSession(id: $id) }", json!({"id": laptop_handle}))
+            .await;
+        assert_eq!(revoked["data"]["revokeSession"], true, "{revoked}");
+        expect_session_ended(&mut on_laptop, "REVOKED").await;
+        // The phone's own session was not the one revoked.
+        assert!(on_phone.receive_within(Duration::from_millis(300)).await.is_none());
+        // A password change ends the others; the changing one goes on
+        // under a new ID, and its socket with it.
+        let desktop = app.browser();
+        assert_no_errors(&desktop.login("alice", PASSWORD).await);
+        let mut on_desktop = watching_its_session(&app, &desktop).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let changed = phone
+            .graphql(
+                "mutation($input: ChangePasswordInput!) { changePassword(input: $input) }",
+                json!({"input": {"currentPassword": PASSWORD, "newPassword": "a new long password"}}),
+            )
+            .await;
+        assert_no_errors(&changed);
+        expect_session_ended(&mut on_desktop, "PASSWORD_CHANGED").await;
+        assert!(on_phone.receive_within(Duration::from_millis(300)).await.is_none());
+        // ...and after the renewal, the phone's socket still hears its end.
+        assert_no_errors(&phone.graphql("mutation { logout }", json!({})).await);
+        expect_session_ended(&mut on_phone, "LOGGED_OUT").await;
+    }
+
+    async fn a_role_change_ends_the_targets_socket_with_role_changed(store) {
+        let app = store.spawn().await;
+        let admin = app.admin("root").await;
+        let bob = signed_in(&app, "bob").await;
+        let bob_id = bob.graphql("{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
+        let mut socket = watching_its_session(&app, &bob).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let promoted = admin
+            .graphql(
+                "mutation($id: ID!) { setUserRole(userId: $id, role: ADMIN) { role } }",
+                json!({"id": bob_id}),
+            )
+            .await;
+        assert_no_errors(&promoted);
+        expect_session_ended(&mut socket, "ROLE_CHANGED").await;
+    }
+
+    async fn an_open_socket_does_not_keep_its_session_alive(store) {
+        let app = store
+            .spawn_with(&[("BLOGQL_SESSION_IDLE_TIMEOUT", "2s")])
+            .await;
+        let alice = signed_in(&app, "alice").await;
+        let mut socket = watching_its_session(&app, &alice).await;
+        let started = std::time::Instant::now();
+        expect_session_ended(&mut socket, "EXPIRED").await;
+        assert!(started.elapsed() >= Duration::from_millis(1500), "not before its time");
+        assert_eq!(alice.me().await, None);
+    }
+
+    async fn a_socket_outlives_a_cut_bus_and_misses_nothing(store) {
+        if store == Store::Sql {
+            // On SQLite the bus is in-process: there is nothing to cut.
+            require!(Postgres);
+        }
+        let app = store.spawn().await;
+        let alice = signed_in(&app, "alice").await;
+        let mut socket = watching_its_session(&app, &alice).await;
+        socket.subscribe("p", POST_CREATED).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(app.cut_event_bus().await, 1);
+        // Made while the bus is down or reconnecting: caught up.
+        let during = alice.create_post("during the cut", "body").await;
+        let data = socket.next_data("p").await;
+        assert_eq!(data["postCreated"]["id"], during.as_str());
+        let after = alice.create_post("after the cut", "body").await;
+        let data = socket.next_data("p").await;
+        assert_eq!(data["postCreated"]["id"], after.as_str());
+        // Its session's end is still heard.
+        assert_no_errors(&alice.graphql("mutation { logout }", json!({})).await);
+        expect_session_ended(&mut socket, "LOGGED_OUT").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_and_session_ends_cross_instances() {
+    require!(Postgres);
+    let a = TestApp::spawn().await;
+    let b = TestApp::spawn_on(a.database.clone(), &[]).await;
+    let alice = signed_in(&a, "alice").await;
+    let mut on_b = b.subscriber(&alice).await;
+    on_b.subscribe("p", POST_CREATED).await;
+    on_b.subscribe("end", SESSION_ENDED).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = alice.create_post("through A", "body").await;
+    let data = on_b.next_data("p").await;
+    assert_eq!(data["postCreated"]["id"], id.as_str());
+    assert_eq!(data["postCreated"]["author"]["username"], "alice");
+    assert_no_errors(&alice.graphql("mutation { logout }", json!({})).await);
+    expect_session_ended(&mut on_b, "LOGGED_OUT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ended_is_for_cookie_sessions_only() {
+    let app = TestApp::spawn().await;
+    // Anonymous: refused for that operation, the socket stays.
+    let mut anonymous = app.subscriber(&app.browser()).await;
+    anonymous.subscribe("end", SESSION_ENDED).await;
+    let refused = anonymous.message().await;
+    assert_eq!(refused["id"], "end");
+    let errors = match refused["type"].as_str() {
+        Some("next") => refused["payload"].clone(),
+        _ => json!({"errors": refused["payload"]}),
+    };
+    assert_eq!(error_code(&errors), "UNAUTHENTICATED", "{refused}");
+    anonymous.subscribe("p", POST_CREATED).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let alice = signed_in(&app, "alice").await;
+    alice.create_post("still served", "b").await;
+    assert_eq!(
+        anonymous.next_data("p").await["postCreated"]["title"],
+        "still served"
+    );
+    // An API token (in connection_init, as graphql-ws clients send it):
+    // signed in, but no cookie session to watch.
+    let token = alice.create_token("cli").await;
+    let mut by_token = app.open_socket(&app.browser()).await;
+    by_token
+        .init(json!({"authorization": format!("Bearer {token}")}))
+        .await;
+    by_token.subscribe("end", SESSION_ENDED).await;
+    let refused = by_token.message().await;
+    let errors = match refused["type"].as_str() {
+        Some("next") => refused["payload"].clone(),
+        _ => json!({"errors": refused["payload"]}),
+    };
+    assert_eq!(error_code(&errors), "FORBIDDEN", "{refused}");
+    // A token that does not authenticate refuses the socket.
+    let mut forged = app.open_socket(&app.browser()).await;
+    forged
+        .send(json!({"type": "connection_init", "payload": {"authorization": "Bearer blogql_forged"}}))
+        .await;
+    assert_eq!(forged.closed().await, 4403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_sites_own_pages_and_listed_origins_may_open_a_socket() {
+    let app = TestApp::spawn_with(&[("BLOGQL_CORS_ORIGINS", "https://app.example")]).await;
+    let alice = signed_in(&app, "alice").await;
+    let cookie = format!("sid={}", alice.session_cookie().unwrap());
+    for (origin, allowed) in [
+        (Some("http://127.0.0.1:8000"), true),
+        (Some("https://app.example"), true),
+        (None, true),
+        (Some("https://evil.example"), false),
+        (Some("http://127.0.0.1:8001"), false),
+        (Some("null"), false),
+    ] {
+        let upgraded = app.upgrade(Some(&cookie), origin, &[]).await;
+        match (upgraded, allowed) {
+            (Ok(_), true) => {}
+            (Err(status), false) => assert_eq!(status, 403, "{origin:?}"),
+            (upgraded, _) => panic!("{origin:?}: {:?}", upgraded.err()),
+        }
+    }
+    // Without the subprotocol: not a GraphQL client.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            app.ws_url(),
+        )
+        .unwrap();
+    request.headers_mut().remove("sec-websocket-protocol");
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 400);
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_violations_close_with_the_contracts_codes() {
+    let app = TestApp::spawn().await;
+    let browser = app.browser();
+    // Not JSON, an unknown type, a binary frame: 4400.
+    for bad in [
+        "not json",
+        r#"{"type":"hello"}"#,
+        r#"{"type":"subscribe","id":"1"}"#,
+    ] {
+        let mut socket = app.subscriber(&browser).await;
+        socket.send_text(bad.to_owned()).await;
+        assert_eq!(socket.closed().await, 4400, "{bad}");
+    }
+    // Subscribing before connection_init: 4401.
+    let mut early = app.open_socket(&browser).await;
+    early.subscribe("1", POST_CREATED).await;
+    assert_eq!(early.closed().await, 4401);
+    // A second connection_init: 4429.
+    let mut twice = app.subscriber(&browser).await;
+    twice.send(json!({"type": "connection_init"})).await;
+    assert_eq!(twice.closed().await, 4429);
+    // The same id twice while the first runs: 4409.
+    let mut duplicate = app.subscriber(&browser).await;
+    duplicate.subscribe("1", POST_CREATED).await;
+    duplicate.subscribe("1", POST_CREATED).await;
+    assert_eq!(duplicate.closed().await, 4409);
+    // Ping is answered with pong, before and after connection_init.
+    let mut pinging = app.open_socket(&browser).await;
+    pinging.send(json!({"type": "ping"})).await;
+    assert_eq!(pinging.message().await["type"], "pong");
+    // Queries and mutations belong on /graphql; a bad document is an
+    // `error` for that id, and the socket stays.
+    pinging.init(json!({})).await;
+    for (query, code) in [
+        ("{ me { username } }", "BAD_REQUEST"),
+        (
+            "subscription { postCreated { nope } }",
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        ("subscription {", "GRAPHQL_PARSE_FAILED"),
+    ] {
+        pinging.subscribe("q", query).await;
+        let refused = pinging.message().await;
+        assert_eq!(refused["type"], "error", "{refused}");
+        assert_eq!(
+            refused["payload"][0]["extensions"]["code"], code,
+            "{query}: {refused}"
+        );
+    }
+    // Completing a subscription stops it; the id may then be used again.
+    pinging.subscribe("p", POST_CREATED).await;
+    pinging.send(json!({"type": "complete", "id": "p"})).await;
+    pinging.subscribe("p", POST_CREATED).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signed_in(&app, "alice")
+        .await
+        .create_post("once", "b")
+        .await;
+    assert_eq!(pinging.next_data("p").await["postCreated"]["title"], "once");
+    assert!(
+        pinging
+            .receive_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_without_connection_init_is_closed_4408_after_ten_seconds() {
+    let app = TestApp::spawn().await;
+    let mut idle = app.open_socket(&app.browser()).await;
+    let started = std::time::Instant::now();
+    match idle.receive_within(Duration::from_secs(15)).await {
+        Some(Received::Closed(code, reason)) => {
+            assert_eq!(
+                (code, reason.as_str()),
+                (4408, "Connection initialisation timeout")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_meet_the_bounds() {
+    let app = TestApp::spawn().await;
+    let browser = app.browser();
+    // Subscriptions per socket: the 33rd is refused, the socket stays.
+    let mut greedy = app.subscriber(&browser).await;
+    for n in 0..32 {
+        greedy.subscribe(&n.to_string(), POST_CREATED).await;
+    }
+    greedy.subscribe("one too many", POST_CREATED).await;
+    let refused = greedy.message().await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["id"], "one too many");
+    // A flood of messages: closed (1008), the bucket refilling at 20/s.
+    let mut flooding = app.subscriber(&browser).await;
+    for _ in 0..200 {
+        flooding.send(json!({"type": "pong"})).await;
+    }
+    assert_eq!(flooding.closed().await, 1008);
+    // A message over the size limit ends the socket.
+    let mut huge = app.subscriber(&browser).await;
+    huge.send_text(format!(
+        r#"{{"type":"subscribe","id":"1","payload":{{"query":"{}"}}}}"#,
+        " ".repeat(1024 * 1024)
+    ))
+    .await;
+    assert!(matches!(
+        huge.receive().await,
+        Received::Closed(..) | Received::Dropped
+    ));
+    // Sockets per client address: 64, then 429.
+    let mut open = Vec::new();
+    for _ in 0..64 - 1 {
+        open.push(app.upgrade(None, None, &[]).await.expect("under the cap"));
+    }
+    drop(greedy);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    open.push(app.upgrade(None, None, &[]).await.expect("room again"));
+    assert_eq!(app.upgrade(None, None, &[]).await.err(), Some(429));
+    // The server is well.
+    assert_no_errors(
+        &browser
+            .graphql("{ posts(first: 1) { edges { cursor } } }", json!({}))
+            .await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_does_not_read_is_dropped_not_buffered() {
+    let app = TestApp::spawn().await;
+    let alice = signed_in(&app, "alice").await;
+    let mut stalled = app.subscriber(&app.browser()).await;
+    stalled
+        .subscribe("p", "subscription { postCreated { body } }")
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 500 posts of 50,000 characters: 25 MB that the reader never takes,
+    // more than the sockets' buffers hold.
+    let body = "x".repeat(50_000);
+    for n in 0..500 {
+        alice.create_post(&format!("post {n}"), &body).await;
+    }
+    // Now it reads: what was buffered, then the end, well before all 500.
+    let mut received = 0;
+    loop {
+        match stalled.receive_within(Duration::from_secs(30)).await {
+            Some(Received::Message(message)) if message["type"] == "next" => received += 1,
+            // Never `complete`: the client would not subscribe again.
+            Some(Received::Message(other)) => panic!("{other}"),
+            // Closed for falling behind, or dropped for not reading.
+            Some(Received::Closed(code, _)) => {
+                assert_eq!(code, 1013);
+                break;
+            }
+            Some(Received::Dropped) => break,
+            None => panic!("neither closed nor dropped"),
+        }
+    }
+    assert!(received < 500, "all {received} were kept for it");
+    let body = alice.graphql("{ me { username } }", json!({})).await;
+    assert_eq!(body["data"]["me"]["username"], "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_sockets_with_1001() {
+    let app = TestApp::spawn().await;
+    let mut socket = app.subscriber(&app.browser()).await;
+    socket.subscribe("p", POST_CREATED).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::spawn(app.stop());
+    assert_eq!(socket.closed().await, 1001);
+    stopping.await.unwrap();
+}
