@@ -2,8 +2,8 @@
 //! (accounts, sessions, tokens, posts), each with its object types and its
 //! share of `Query` and `Mutation`, merged with `MergedObject`. Beside
 //! them: what a resolver reads of its request (`context`), the guards, the
-//! error codes, the document bounds checked before validation, and the
-//! cache of parsed documents.
+//! error codes, the document bounds checked before validation, the cache
+//! of parsed documents, and validating a document without running it.
 
 pub mod accounts;
 pub mod bounds;
@@ -15,6 +15,7 @@ pub mod parsed;
 pub mod posts;
 pub mod sessions;
 pub mod tokens;
+pub mod validator;
 
 use std::sync::Arc;
 
@@ -92,7 +93,14 @@ fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
 
 /// The schema with its services.
 pub fn schema(services: Arc<Services>, introspection: bool) -> BlogSchema {
-    let builder = builder().data(services);
+    finish(builder().data(services), introspection)
+}
+
+/// The schema, with introspection on or off.
+fn finish(
+    builder: SchemaBuilder<Query, Mutation, EmptySubscription>,
+    introspection: bool,
+) -> BlogSchema {
     if introspection {
         builder.finish()
     } else {

@@ -26,7 +26,6 @@ use crate::auth::Caller;
 use crate::graphql::bounds;
 use crate::graphql::context::ClientAddr;
 use crate::graphql::error::{ErrorCode, ensure_codes, log_internal};
-use crate::graphql::parsed::{MAX_QUERY_BYTES, ParseFailure};
 
 /// Largest request body: a 50,000-character post fits several times over.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -111,26 +110,7 @@ fn parse_and_bound(
 ) -> Result<Bounded, Response> {
     let parsed = match state.documents.parse(&operation.query) {
         Ok(parsed) => parsed,
-        Err(ParseFailure::TooLong) => {
-            let message = format!(
-                "Query is too complex: its text is over {} KiB.",
-                MAX_QUERY_BYTES / 1024
-            );
-            return Err(format.request_error(ErrorCode::GraphqlValidationFailed, &message));
-        }
-        // The parser's own nesting guard fires before the depth limit can.
-        Err(ParseFailure::TooDeep) => {
-            return Err(format.request_error(
-                ErrorCode::GraphqlValidationFailed,
-                "Query is nested too deep.",
-            ));
-        }
-        Err(ParseFailure::Exceeded(message)) => {
-            return Err(format.request_error(ErrorCode::GraphqlValidationFailed, &message));
-        }
-        Err(ParseFailure::Syntax(message)) => {
-            return Err(format.request_error(ErrorCode::GraphqlParseFailed, &message));
-        }
+        Err(failure) => return Err(format.request_error(failure.code(), &failure.message())),
     };
     if is_get && !only_queries(&parsed.document, operation.operation_name.as_deref()) {
         let mut response = refusal(
