@@ -21,3 +21,4 @@ mod redis_store;
 mod roles;
 mod sessions;
 mod tokens;
+mod trusted;
