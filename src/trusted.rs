@@ -61,14 +61,10 @@ pub enum ManifestError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
     /// It names an id the manifest does not list.
-    #[error(
-        "PersistedQueryNotInList: the document id is not one of this server's trusted documents"
-    )]
+    #[error("the document id is not one of this server's trusted documents")]
     NotInList,
     /// Its text is not a listed document.
-    #[error(
-        "QueryNotInSafelist: only trusted documents run here; send a listed document or its id"
-    )]
+    #[error("only trusted documents run here: send a listed document's exact text, or its id")]
     NotInSafelist,
     /// It is malformed (the message says how).
     #[error("{0}")]
