@@ -39,8 +39,8 @@ pub mod auth;
 /// auth, accounts, db, pages.
 pub mod posts;
 /// The schema: one module per domain merged into Query and Mutation,
-/// guards, error codes, the document bounds checked before validation.
-/// Uses: everything above.
+/// guards, error codes, the document bounds checked before validation,
+/// validating a document without running it. Uses: everything above.
 pub mod graphql;
 /// Trusted documents: the manifest whose operations alone run when
 /// `BLOGQL_TRUSTED_DOCUMENTS` is set, each validated at start-up, and

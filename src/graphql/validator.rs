@@ -44,14 +44,13 @@ impl Validator {
             .iter()
             .map(|(name, operation)| (name.map(Name::to_string), cheapest(&operation.node)))
             .collect();
-        let introspects = || {
-            document
+        // A request would get `null`: never what a listed document is for.
+        if !self.introspection
+            && document
                 .operations
                 .iter()
                 .any(|(_, operation)| introspects(&document, &operation.node.selection_set.node))
-        };
-        // A request would get `null`: never what a listed document is for.
-        if !self.introspection && introspects() {
+        {
             return Err("it asks for introspection (__schema or __type), which is off".into());
         }
         for (name, variables) in operations {
@@ -60,7 +59,7 @@ impl Validator {
                 request = request.operation_name(name);
             }
             request.set_parsed_query(document.clone());
-            let response: Response = self.schema.execute(request).await;
+            let response = self.schema.execute(request).await;
             if !response.errors.is_empty() {
                 let messages: Vec<_> = response
                     .errors
@@ -77,8 +76,10 @@ impl Validator {
 /// Variables that make `operation` as cheap as a request can make it: the
 /// complexity of a page grows with `first`, the only argument a complexity
 /// reads, so every `Int` variable is 1. Other variables are left out (no
-/// rule reads their values before execution), so that a document is
-/// refused only when no request could run it.
+/// rule reads their values before execution; should a complexity ever read
+/// one, every document using it is refused, loudly, until this learns its
+/// cheapest value), so that a document is refused only when no request
+/// could run it.
 fn cheapest(operation: &OperationDefinition) -> Variables {
     let mut variables = Variables::default();
     for definition in &operation.variable_definitions {
