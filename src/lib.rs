@@ -47,9 +47,13 @@ pub mod posts;
 /// sessions, db, clock.
 pub mod live;
 /// The schema: one module per domain merged into Query and Mutation,
-/// guards, error codes, the document bounds checked before validation.
-/// Uses: everything above.
+/// guards, error codes, the document bounds checked before validation,
+/// validating a document without running it. Uses: everything above.
 pub mod graphql;
+/// Trusted documents: the manifest whose operations alone run when
+/// `BLOGQL_TRUSTED_DOCUMENTS` is set, each validated at start-up, and
+/// resolving a request against it before parsing. Uses: graphql, persisted.
+pub mod trusted;
 /// The accept loop and connection bounds, the router, identifying the
 /// caller, the GraphQL-over-HTTP pipeline, CSRF, CORS, health, GraphiQL.
 /// Uses: everything above.
@@ -73,6 +77,7 @@ use http::AppState;
 use http::client_ip::TrustedProxies;
 use redis::{Redis, RedisError};
 use sessions::{SessionPolicy, SessionStore, Sessions};
+use trusted::{ManifestError, TrustedDocuments};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +90,8 @@ pub enum StartError {
     Redis(#[from] RedisError),
     #[error(transparent)]
     Events(#[from] events::StartError),
+    #[error("BLOGQL_TRUSTED_DOCUMENTS: {0}")]
+    TrustedDocuments(#[from] ManifestError),
 }
 
 /// A built server, ready to serve.
@@ -103,9 +110,15 @@ pub struct App {
 }
 
 impl App {
-    /// Connects to the database (and Redis, if set), applies migrations
-    /// and assembles the server: each backend is chosen here, once.
+    /// Loads the trusted documents (if set), connects to the database (and
+    /// Redis, if set), applies migrations and assembles the server: each
+    /// backend is chosen here, once.
     pub async fn build(config: &Config) -> Result<Self, StartError> {
+        // First: a bad manifest needs no database to be refused.
+        let trusted = match &config.trusted_documents {
+            Some(path) => Some(Arc::new(load_trusted(path, config.introspection).await?)),
+            None => None,
+        };
         let db = Db::connect(&config.database_url).await?;
         db.migrate().await?;
         let redis = match &config.redis {
@@ -134,7 +147,7 @@ impl App {
             throttle: throttle.clone(),
             sessions: sessions.clone(),
             users,
-            feed: live::PostFeed::start(db.clone(), &events),
+            feed: live::PostFeed::start(db.clone(), &events).await,
             events: events.clone(),
         });
         let stopping = tokio::sync::watch::channel(false).0;
@@ -146,6 +159,7 @@ impl App {
             services,
             proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             persisted: persisted::PersistedQueries::new(redis.as_ref()),
+            trusted,
             documents: Arc::default(),
             request_timeout: config.request_timeout,
             sockets: sockets.clone(),
@@ -188,6 +202,22 @@ impl App {
         self.events.stop();
         served
     }
+}
+
+/// The manifest at `path`, each document checked against the schema as
+/// served (introspection on or off).
+async fn load_trusted(
+    path: &std::path::Path,
+    introspection: bool,
+) -> Result<TrustedDocuments, ManifestError> {
+    let validator = graphql::validator::Validator::new(introspection);
+    let trusted = TrustedDocuments::load(path, &validator).await?;
+    tracing::info!(
+        documents = trusted.len(),
+        path = %path.display(),
+        "trusted documents loaded: only they run"
+    );
+    Ok(trusted)
 }
 
 /// Deletes expired sessions and forgotten login failures, now and then.

@@ -27,21 +27,9 @@ pub struct PostFeed {
 
 impl PostFeed {
     /// Follows the bus for as long as the server runs.
-    pub fn start(db: Db, events: &Events) -> Self {
+    pub async fn start(db: Db, events: &Events) -> Self {
         let posts = broadcast::channel(FEED_BACKLOG).0;
         let feed = Self { posts };
-        events.spawn(feed.clone().follow(db, events.clone()));
-        feed
-    }
-
-    /// The posts created from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Post>> {
-        self.posts.subscribe()
-    }
-
-    async fn follow(self, db: Db, events: Events) {
-        let mut heard = events.subscribe();
-        let mut generation = events.generation();
         // Where a catch-up after a gap starts.
         let newest = match Post::newest_id(&db).await {
             Ok(id) => id,
@@ -50,6 +38,24 @@ impl PostFeed {
                 0
             }
         };
+        let heard = events.subscribe();
+        events.spawn(feed.clone().follow(db, events.clone(), heard, newest));
+        feed
+    }
+
+    /// The posts created from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Post>> {
+        self.posts.subscribe()
+    }
+
+    async fn follow(
+        self,
+        db: Db,
+        events: Events,
+        mut heard: broadcast::Receiver<Arc<Event>>,
+        newest: i64,
+    ) {
+        let mut generation = events.generation();
         let mut sent = Sent {
             recent: std::collections::VecDeque::new(),
             newest,

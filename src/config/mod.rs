@@ -8,6 +8,7 @@
 mod parse;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::HeaderValue;
@@ -166,6 +167,9 @@ pub struct Settings {
         global = true
     )]
     pub introspection: String,
+    /// Path of a trusted-documents manifest: when set, only its operations run.
+    #[arg(long, env = "BLOGQL_TRUSTED_DOCUMENTS", global = true)]
+    pub trusted_documents: Option<String>,
 }
 
 /// The connection bounds (see the README's settings).
@@ -196,6 +200,8 @@ pub struct Config {
     pub session_absolute_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
     pub introspection: bool,
+    /// The trusted-documents manifest, read at start-up.
+    pub trusted_documents: Option<PathBuf>,
     pub connections: ConnectionLimits,
     pub request_timeout: Duration,
 }
@@ -264,6 +270,11 @@ impl Settings {
             )?,
             trusted_proxies: parse::networks("BLOGQL_TRUSTED_PROXIES", &self.trusted_proxies)?,
             introspection: parse::flag("BLOGQL_INTROSPECTION", &self.introspection)?,
+            trusted_documents: self
+                .trusted_documents
+                .as_deref()
+                .map(|path| parse::path("BLOGQL_TRUSTED_DOCUMENTS", path))
+                .transpose()?,
             connections: ConnectionLimits {
                 max_connections: parse::count(
                     "BLOGQL_MAX_CONNECTIONS",

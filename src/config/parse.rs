@@ -2,6 +2,7 @@
 //! one line a bad value ends the process with) and its text.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, Uri};
@@ -54,6 +55,17 @@ pub fn count(name: &'static str, value: &str, max: usize) -> Result<usize, Setti
         .ok()
         .filter(|n| (1..=max).contains(n))
         .ok_or_else(|| bad(name, format!("expected a whole number from 1 to {max}")))
+}
+
+/// The path of a file (read later): not empty.
+pub fn path(name: &'static str, value: &str) -> Result<PathBuf, SettingError> {
+    if value.trim().is_empty() {
+        return Err(bad(
+            name,
+            "expected the path of a file (unset the variable to go without)",
+        ));
+    }
+    Ok(PathBuf::from(value))
 }
 
 /// An address to listen on.

@@ -123,8 +123,8 @@ impl Event {
 /// Publishing an event failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    #[error(transparent)]
-    Db(#[from] DbError),
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
     #[error(transparent)]
     Redis(#[from] crate::redis::RedisError),
 }
@@ -160,7 +160,12 @@ struct Inner {
 
 enum Backend {
     InProcess,
-    Postgres { db: Db, url: String },
+    Postgres {
+        url: String,
+        /// Sends what is not sent from inside a transaction (heartbeats,
+        /// session ends), on a connection of its own.
+        publisher: Box<postgres::Publisher>,
+    },
     Redis(crate::redis::Redis),
 }
 
@@ -216,8 +221,8 @@ impl Events {
         let backend = match (redis, db.postgres_url()) {
             (Some(redis), _) => Backend::Redis(redis.clone()),
             (None, Some(url)) => Backend::Postgres {
-                db: db.clone(),
                 url: url.to_owned(),
+                publisher: Box::new(postgres::Publisher::new(url)),
             },
             (None, None) => Backend::InProcess,
         };
@@ -296,7 +301,7 @@ impl Events {
                 self.deliver(event.clone());
                 Ok(())
             }
-            Backend::Postgres { db, .. } => Ok(postgres::publish(db, &event.encode()).await?),
+            Backend::Postgres { publisher, .. } => publisher.publish(&event.encode()).await,
             Backend::Redis(redis) => Ok(redis::publish(redis, &event.encode()).await?),
         }
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::StreamExt as _;
 
-use super::{Backoff, CHANNEL, Event, Events, SILENT_FOR, StartError};
-use crate::db::{Db, DbError, Notify, with_conn};
+use super::{Backoff, CHANNEL, Event, Events, PublishError, SILENT_FOR, StartError};
+use crate::db::Notify;
 
 /// How long connecting and subscribing may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,8 +87,48 @@ async fn hear(events: &Events, conn: &mut AsyncPgConnection) {
     }
 }
 
-/// Notifies every instance now, outside any transaction of ours.
-pub(super) async fn publish(db: &Db, payload: &str) -> Result<(), DbError> {
-    with_conn!(db, write conn => conn.notify(CHANNEL, payload).await?);
-    Ok(())
+/// A connection of the bus's own for notifications sent outside a
+/// transaction: heartbeats every 500 ms would otherwise hold a pooled
+/// connection (and show in the pool's statement count). Opened when first
+/// needed, and again after it failed.
+pub(super) struct Publisher {
+    url: String,
+    conn: tokio::sync::Mutex<Option<AsyncPgConnection>>,
+}
+
+impl Publisher {
+    pub(super) fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Notifies every instance now.
+    pub(super) async fn publish(&self, payload: &str) -> Result<(), PublishError> {
+        let failed = |err: &dyn std::fmt::Display| PublishError::Postgres(err.to_string());
+        let mut slot = self.conn.lock().await;
+        let conn = match &mut *slot {
+            Some(conn) => conn,
+            None => {
+                let conn =
+                    tokio::time::timeout(CONNECT_TIMEOUT, AsyncPgConnection::establish(&self.url))
+                        .await
+                        .map_err(|_| failed(&"no answer in time"))?
+                        .map_err(|e| failed(&e))?;
+                slot.insert(conn)
+            }
+        };
+        let sent = match tokio::time::timeout(CONNECT_TIMEOUT, conn.notify(CHANNEL, payload)).await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(failed(&err)),
+            Err(_) => Err(failed(&"no answer in time")),
+        };
+        if sent.is_err() {
+            // Opened afresh next time.
+            *slot = None;
+        }
+        sent
+    }
 }

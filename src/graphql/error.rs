@@ -58,6 +58,10 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// An automatic persisted query whose hash the server does not know.
     PersistedQueryNotFound,
+    /// Trusted documents are on, and the request names an id not listed.
+    PersistedQueryNotInList,
+    /// Trusted documents are on, and the query text is not a listed document.
+    QueryNotInSafelist,
 }
 
 impl ErrorCode {
@@ -76,6 +80,8 @@ impl ErrorCode {
             Self::BadRequest => "BAD_REQUEST",
             Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            Self::PersistedQueryNotInList => "PERSISTED_QUERY_NOT_IN_LIST",
+            Self::QueryNotInSafelist => "QUERY_NOT_IN_SAFELIST",
         }
     }
 }

@@ -3,7 +3,8 @@
 //! share of `Query` and `Mutation`, merged with `MergedObject`; `live` is
 //! the `Subscription`. Beside them: what a resolver reads of its request
 //! (`context`), the guards, the error codes, the document bounds checked
-//! before validation, and the cache of parsed documents.
+//! before validation, the cache of parsed documents, and validating a
+//! document without running it.
 
 pub mod accounts;
 pub mod bounds;
@@ -16,6 +17,7 @@ pub mod parsed;
 pub mod posts;
 pub mod sessions;
 pub mod tokens;
+pub mod validator;
 
 use std::sync::Arc;
 
@@ -99,7 +101,14 @@ fn builder() -> SchemaBuilder<Query, Mutation, live::Subscription> {
 
 /// The schema with its services.
 pub fn schema(services: Arc<Services>, introspection: bool) -> BlogSchema {
-    let builder = builder().data(services);
+    finish(builder().data(services), introspection)
+}
+
+/// The schema, with introspection on or off.
+fn finish(
+    builder: SchemaBuilder<Query, Mutation, live::Subscription>,
+    introspection: bool,
+) -> BlogSchema {
     if introspection {
         builder.finish()
     } else {

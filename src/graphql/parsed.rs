@@ -14,6 +14,8 @@ use std::sync::Mutex;
 use async_graphql::parser::types::ExecutableDocument;
 use lru::LruCache;
 
+use super::error::ErrorCode;
+
 /// Longest query text parsed at all: 1,000 aliased pages fit (about 45 KiB),
 /// so the complexity limit, not this one, is what refuses them.
 pub const MAX_QUERY_BYTES: usize = 100 * 1024;
@@ -32,6 +34,43 @@ pub enum ParseFailure {
     Syntax(String),
     /// Over a bound of its expanded shape; the message names it.
     Exceeded(String),
+}
+
+impl ParseFailure {
+    /// The code a request refused for it gets.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Syntax(_) => ErrorCode::GraphqlParseFailed,
+            Self::TooLong | Self::TooDeep | Self::Exceeded(_) => ErrorCode::GraphqlValidationFailed,
+        }
+    }
+
+    /// What is wrong, for people.
+    pub fn message(&self) -> String {
+        match self {
+            Self::TooLong => format!(
+                "Query is too complex: its text is over {} KiB.",
+                MAX_QUERY_BYTES / 1024
+            ),
+            // The parser's own nesting guard fires before the depth limit can.
+            Self::TooDeep => "Query is nested too deep.".to_owned(),
+            Self::Syntax(message) | Self::Exceeded(message) => message.clone(),
+        }
+    }
+}
+
+/// Parses `query` within the bounds every request meets: its length, the
+/// parser's nesting guard, the shape with fragments expanded.
+pub fn parse_bounded(query: &str) -> Result<ExecutableDocument, ParseFailure> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(ParseFailure::TooLong);
+    }
+    let document = async_graphql::parser::parse_query(query).map_err(|err| match err {
+        async_graphql::parser::Error::RecursionLimitExceeded => ParseFailure::TooDeep,
+        err => ParseFailure::Syntax(err.to_string()),
+    })?;
+    super::bounds::check(&document).map_err(|exceeded| ParseFailure::Exceeded(exceeded.0))?;
+    Ok(document)
 }
 
 /// A parsed query, and whether to remember it once it has validated.
@@ -67,11 +106,7 @@ impl DocumentCache {
                 remember: false,
             });
         }
-        let document = async_graphql::parser::parse_query(query).map_err(|err| match err {
-            async_graphql::parser::Error::RecursionLimitExceeded => ParseFailure::TooDeep,
-            err => ParseFailure::Syntax(err.to_string()),
-        })?;
-        super::bounds::check(&document).map_err(|exceeded| ParseFailure::Exceeded(exceeded.0))?;
+        let document = parse_bounded(query)?;
         Ok(Parsed {
             document,
             remember: query.len() <= MAX_CACHED_BYTES,

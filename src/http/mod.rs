@@ -41,6 +41,9 @@ pub struct AppState {
     pub proxies: TrustedProxies,
     /// Automatic persisted queries, by hash.
     pub persisted: crate::persisted::PersistedQueries,
+    /// When set, only its documents run (and persisted queries are not
+    /// remembered).
+    pub trusted: Option<Arc<crate::trusted::TrustedDocuments>>,
     pub documents: Arc<DocumentCache>,
     /// A `/graphql` request still running after this is answered with 503.
     pub request_timeout: Duration,

@@ -12,7 +12,7 @@ use axum::response::Response;
 
 use super::respond::{ResponseFormat, refusal};
 use crate::graphql::error::ErrorCode;
-use crate::persisted::{PersistedQueries, hash_of, is_hash};
+use crate::persisted::{PersistedQueries, hash_of, is_hash, named_id};
 
 /// Resolves a persisted query into `operation`'s text; the hash to
 /// remember the text under once it validates, when the client sent both.
@@ -21,24 +21,16 @@ pub async fn resolve(
     format: ResponseFormat,
     operation: &mut async_graphql::Request,
 ) -> Result<Option<String>, Response> {
-    let Some(persisted) = operation.extensions.get("persistedQuery") else {
-        return Ok(None);
-    };
     let bad = |message: &str| refusal(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message);
-    let async_graphql::Value::Object(fields) = persisted else {
-        return Err(bad("extensions.persistedQuery must be an object"));
-    };
-    match fields.get("version") {
-        Some(async_graphql::Value::Number(version)) if version.as_u64() == Some(1) => {}
-        _ => return Err(bad("unsupported persisted query version: send version 1")),
-    }
-    let hash = match fields.get("sha256Hash") {
-        Some(async_graphql::Value::String(hash)) if is_hash(hash) => hash.to_ascii_lowercase(),
-        _ => {
+    let hash = match named_id(operation) {
+        Ok(None) => return Ok(None),
+        Ok(Some(hash)) if is_hash(hash) => hash.to_ascii_lowercase(),
+        Ok(Some(_)) => {
             return Err(bad(
                 "extensions.persistedQuery.sha256Hash must be 64 hex digits",
             ));
         }
+        Err(message) => return Err(bad(message)),
     };
     if !operation.query.is_empty() {
         if hash_of(&operation.query) != hash {

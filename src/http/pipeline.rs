@@ -1,8 +1,10 @@
 //! GraphQL over HTTP, from the request to the answer, as named steps:
 //! identify the caller, admit (the CSRF rule), read the operation
-//! (bounded), parse and bound it, execute it and finish (the session
-//! write) — each refusal through [`super::respond`], and the whole of it
-//! within the request time limit.
+//! (bounded), resolve the text it names (against the trusted documents
+//! when they are on, else as an automatic persisted query), parse and
+//! bound it, execute it and finish (the session write) — each refusal
+//! through [`super::respond`], and the whole of it within the request
+//! time limit.
 
 // A step's refusal is the response itself, made at most once per request:
 // boxing it would only add an allocation.
@@ -26,7 +28,6 @@ use crate::auth::Caller;
 use crate::graphql::bounds;
 use crate::graphql::context::ClientAddr;
 use crate::graphql::error::{ErrorCode, ensure_codes, log_internal};
-use crate::graphql::parsed::{MAX_QUERY_BYTES, ParseFailure};
 
 /// Largest request body: a 50,000-character post fits several times over.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -59,8 +60,17 @@ async fn run(state: AppState, peer: SocketAddr, request: Request, is_get: bool) 
         let caller = identity::identify(&state, headers, client).await?;
         let passes_csrf_rule = admit(&caller, headers, is_get)?;
         let format = ResponseFormat::negotiate(headers);
-        let mut operation = read(&parts, body, is_get).await?;
-        let persist = persisted::resolve(&state.persisted, format, &mut operation).await?;
+        let wants_id = state.trusted.is_some();
+        let (mut operation, document_id) = read(&parts, body, is_get, wants_id).await?;
+        let persist = match &state.trusted {
+            Some(trusted) => {
+                trusted
+                    .resolve(&mut operation, document_id.as_deref())
+                    .map_err(|refused| format.untrusted(&refused))?;
+                None
+            }
+            None => persisted::resolve(&state.persisted, format, &mut operation).await?,
+        };
         let (operation, remember) =
             parse_and_bound(&state, format, operation, is_get, passes_csrf_rule)?;
         let persist = persist.map(|hash| (hash, operation.query.clone()));
@@ -85,13 +95,20 @@ fn admit(caller: &Caller, headers: &HeaderMap, is_get: bool) -> Result<bool, Res
     Ok(passes)
 }
 
-/// The operation: from the query string of a GET, from the body of a POST.
-async fn read(parts: &Parts, body: Body, is_get: bool) -> Result<async_graphql::Request, Response> {
+/// The operation and the `documentId` it names, if any: from the query
+/// string of a GET, from the body of a POST (read there only when
+/// `wants_id`: trusted documents are on).
+async fn read(
+    parts: &Parts,
+    body: Body,
+    is_get: bool,
+    wants_id: bool,
+) -> Result<(async_graphql::Request, Option<String>), Response> {
     if is_get {
         from_query_string(parts.uri.query().unwrap_or_default())
             .map_err(|message| refusal(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, &message))
     } else {
-        read_body(&parts.headers, body).await
+        read_body(&parts.headers, body, wants_id).await
     }
 }
 
@@ -111,26 +128,7 @@ fn parse_and_bound(
 ) -> Result<Bounded, Response> {
     let parsed = match state.documents.parse(&operation.query) {
         Ok(parsed) => parsed,
-        Err(ParseFailure::TooLong) => {
-            let message = format!(
-                "Query is too complex: its text is over {} KiB.",
-                MAX_QUERY_BYTES / 1024
-            );
-            return Err(format.request_error(ErrorCode::GraphqlValidationFailed, &message));
-        }
-        // The parser's own nesting guard fires before the depth limit can.
-        Err(ParseFailure::TooDeep) => {
-            return Err(format.request_error(
-                ErrorCode::GraphqlValidationFailed,
-                "Query is nested too deep.",
-            ));
-        }
-        Err(ParseFailure::Exceeded(message)) => {
-            return Err(format.request_error(ErrorCode::GraphqlValidationFailed, &message));
-        }
-        Err(ParseFailure::Syntax(message)) => {
-            return Err(format.request_error(ErrorCode::GraphqlParseFailed, &message));
-        }
+        Err(failure) => return Err(format.request_error(failure.code(), &failure.message())),
     };
     if is_get
         && !bounds::only(
@@ -204,9 +202,14 @@ async fn execute(
     answer
 }
 
-/// The operation in a POST body, read up to [`MAX_BODY_BYTES`] whether or
-/// not the body declared its length.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<async_graphql::Request, Response> {
+/// The operation in a POST body (and its `documentId` when `wants_id`),
+/// read up to [`MAX_BODY_BYTES`] whether or not the body declared its
+/// length.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    wants_id: bool,
+) -> Result<(async_graphql::Request, Option<String>), Response> {
     let too_large = || {
         refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -242,13 +245,28 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<async_graphql::Req
             "batched requests are not supported: send one operation per request",
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|err| {
+    let not_a_request = |err: serde_json::Error| {
         refusal(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
             &format!("the body is not a GraphQL request: {err}"),
         )
-    })
+    };
+    let operation = serde_json::from_slice(&bytes).map_err(not_a_request)?;
+    if !wants_id {
+        return Ok((operation, None));
+    }
+    let named: DocumentId = serde_json::from_slice(&bytes).map_err(not_a_request)?;
+    Ok((operation, named.document_id.filter(|id| !id.is_empty())))
+}
+
+/// The `documentId` of a POST body (read apart from the operation, and
+/// only when trusted documents are on: async-graphql's request has no
+/// place for it).
+#[derive(Debug, Deserialize)]
+struct DocumentId {
+    #[serde(rename = "documentId")]
+    document_id: Option<String>,
 }
 
 /// A required variable the request did not give, answered as the
@@ -274,10 +292,16 @@ struct GetParams {
     variables: Option<String>,
     /// JSON, as in a POST body (`persistedQuery` for hashed GETs).
     extensions: Option<String>,
+    /// A trusted document's id.
+    #[serde(rename = "documentId")]
+    document_id: Option<String>,
 }
 
-/// A GET request's operation; what is wrong with it, if anything.
-fn from_query_string(query_string: &str) -> Result<async_graphql::Request, String> {
+/// A GET request's operation and `documentId`; what is wrong with it, if
+/// anything.
+fn from_query_string(
+    query_string: &str,
+) -> Result<(async_graphql::Request, Option<String>), String> {
     let params: GetParams = serde_urlencoded::from_str(query_string)
         .map_err(|err| format!("invalid query string: {err}"))?;
     let mut request = async_graphql::Request::new(params.query);
@@ -296,5 +320,5 @@ fn from_query_string(query_string: &str) -> Result<async_graphql::Request, Strin
         request.extensions = serde_json::from_str(&extensions)
             .map_err(|err| format!("extensions are not a JSON object: {err}"))?;
     }
-    Ok(request)
+    Ok((request, params.document_id.filter(|id| !id.is_empty())))
 }

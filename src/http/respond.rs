@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::graphql::error::{ErrorCode, error_body, log_internal};
+use crate::trusted::Refusal;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 
@@ -148,6 +149,17 @@ impl ResponseFormat {
         );
         build(
             StatusCode::OK,
+            self.content_type(),
+            body.to_string().into_bytes(),
+        )
+    }
+
+    /// A request that trusted documents refused: HTTP 400 in either format
+    /// (the contract's status for both codes, and Apollo Router's).
+    pub fn untrusted(self, refusal: &Refusal) -> Response {
+        let body = error_body(refusal.code(), &refusal.to_string(), &[]);
+        build(
+            StatusCode::BAD_REQUEST,
             self.content_type(),
             body.to_string().into_bytes(),
         )

@@ -40,7 +40,7 @@ use crate::graphql::bounds;
 use crate::graphql::context::ClientAddr;
 use crate::graphql::error::{ErrorCode, ensure_codes, error_body, log_internal};
 use crate::graphql::live::LiveSocket;
-use crate::graphql::parsed::{MAX_QUERY_BYTES, ParseFailure};
+use crate::graphql::parsed::MAX_QUERY_BYTES;
 
 /// The subprotocol, as clients offer it in `Sec-WebSocket-Protocol`.
 const PROTOCOL: &str = "graphql-transport-ws";
@@ -227,22 +227,22 @@ enum ClientMessage {
     Pong {},
     Subscribe {
         id: String,
-        payload: Subscribe,
+        payload: Box<Subscribe>,
     },
     Complete {
         id: String,
     },
 }
 
-/// A `subscribe` message's operation.
+/// A `subscribe` message's operation: a GraphQL request (`query`,
+/// `variables`, `operationName`, `extensions`), and the `documentId` of a
+/// trusted document.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct Subscribe {
-    query: String,
-    #[serde(default)]
-    variables: Option<Value>,
-    #[serde(default)]
-    operation_name: Option<String>,
+    #[serde(flatten)]
+    request: async_graphql::Request,
+    #[serde(rename = "documentId", default)]
+    document_id: Option<String>,
 }
 
 /// How a socket ends, as its close frame says.
@@ -515,52 +515,38 @@ impl Connection {
     /// operation that cannot run, as the `error` message carries them.
     fn start(
         &self,
-        payload: Subscribe,
+        payload: Box<Subscribe>,
     ) -> Result<BoxStream<'static, async_graphql::Response>, Value> {
         let refuse =
             |code: ErrorCode, message: &str| error_body(code, message, &[])["errors"].take();
-        let parsed = match self.state.documents.parse(&payload.query) {
-            Ok(parsed) => parsed,
-            Err(ParseFailure::TooLong) => {
-                return Err(refuse(
-                    ErrorCode::GraphqlValidationFailed,
-                    &format!(
-                        "Query is too complex: its text is over {} KiB.",
-                        MAX_QUERY_BYTES / 1024
-                    ),
-                ));
+        let Subscribe {
+            mut request,
+            document_id,
+        } = *payload;
+        if let Some(trusted) = &self.state.trusted {
+            let id = document_id.as_deref().filter(|id| !id.is_empty());
+            if let Err(refused) = trusted.resolve(&mut request, id) {
+                return Err(refuse(refused.code(), &refused.to_string()));
             }
-            Err(ParseFailure::TooDeep) => {
-                return Err(refuse(
-                    ErrorCode::GraphqlValidationFailed,
-                    "Query is nested too deep.",
-                ));
-            }
-            Err(ParseFailure::Exceeded(message)) => {
-                return Err(refuse(ErrorCode::GraphqlValidationFailed, &message));
-            }
-            Err(ParseFailure::Syntax(message)) => {
-                return Err(refuse(ErrorCode::GraphqlParseFailed, &message));
-            }
-        };
-        let name = payload.operation_name.as_deref();
+        }
+        let parsed = self
+            .state
+            .documents
+            .parse(&request.query)
+            .map_err(|failure| refuse(failure.code(), &failure.message()))?;
+        let name = request.operation_name.as_deref();
         if !bounds::only(OperationType::Subscription, &parsed.document, name) {
             return Err(refuse(
                 ErrorCode::BadRequest,
                 "only subscriptions run over WebSocket: send queries and mutations to /graphql",
             ));
         }
-        let variables =
-            async_graphql::Variables::from_json(payload.variables.unwrap_or(Value::Null));
-        if let Some(missing) = bounds::missing_variable(&parsed.document, name, &variables) {
+        if let Some(missing) = bounds::missing_variable(&parsed.document, name, &request.variables)
+        {
             return Err(refuse(
                 ErrorCode::BadUserInput,
                 &format!("Variable \"${missing}\" of required type was not provided."),
             ));
-        }
-        let mut request = async_graphql::Request::new(payload.query).variables(variables);
-        if let Some(name) = payload.operation_name {
-            request = request.operation_name(name);
         }
         request.set_parsed_query(parsed.document);
         let request = request

@@ -37,6 +37,27 @@ pub fn is_hash(hash: &str) -> bool {
     hash.len() == 64 && hash.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
+/// The id a request's `extensions.persistedQuery { version: 1,
+/// sha256Hash }` names, if it has one; what is wrong with it otherwise.
+/// (Automatic persisted queries also need the id to be a hash; a trusted
+/// document's id may be any the manifest lists.)
+pub fn named_id(request: &async_graphql::Request) -> Result<Option<&str>, &'static str> {
+    let Some(persisted) = request.extensions.get("persistedQuery") else {
+        return Ok(None);
+    };
+    let async_graphql::Value::Object(fields) = persisted else {
+        return Err("extensions.persistedQuery must be an object");
+    };
+    match fields.get("version") {
+        Some(async_graphql::Value::Number(version)) if version.as_u64() == Some(1) => {}
+        _ => return Err("unsupported persisted query version: send version 1"),
+    }
+    match fields.get("sha256Hash") {
+        Some(async_graphql::Value::String(id)) if !id.is_empty() => Ok(Some(id)),
+        _ => Err("extensions.persistedQuery.sha256Hash must be a string"),
+    }
+}
+
 /// Where persisted queries are remembered.
 #[derive(Clone)]
 pub enum PersistedQueries {

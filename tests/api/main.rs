@@ -23,3 +23,4 @@ mod redis_store;
 mod roles;
 mod sessions;
 mod tokens;
+mod trusted;

@@ -4,21 +4,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{PASSWORD, TestApp, TestDatabase, blogql_bin, error_code};
-
-fn blogql(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(blogql_bin());
-    command
-        .args(args)
-        .current_dir(dir.path())
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().expect("run blogql")
-}
+use crate::support::{PASSWORD, TestApp, TestDatabase, blogql, blogql_bin, error_code};
 
 #[test]
 fn an_unreachable_redis_stops_the_server_with_one_line_and_exit_code_2() {

@@ -35,7 +35,7 @@ use serde_json::Value;
 pub use actors::{Browser, TokenClient, concurrent_guesses};
 pub use app::TestApp;
 pub use database::TestDatabase;
-pub use process::{OwnRedis, Process, blogql_bin};
+pub use process::{OwnRedis, Process, blogql, blogql_bin};
 pub use socket::{LiveClient, Received};
 pub use stores::{Backend, Store};
 

@@ -13,6 +13,23 @@ pub fn blogql_bin() -> String {
     std::env::var("BLOGQL_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_blogql").to_owned())
 }
 
+/// Runs `blogql ARGS` to its end in an empty directory, without the
+/// developer's `DATABASE_URL`, with `RUST_LOG=warn` and `env`: its exit
+/// code, stdout and stderr.
+pub fn blogql(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut command = Command::new(blogql_bin());
+    command
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run blogql")
+}
+
 /// The `blogql` binary, running as a user runs it, under resource limits.
 pub struct Process {
     pub address: SocketAddr,
