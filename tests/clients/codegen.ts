@@ -2,6 +2,7 @@
 // in src/gql/, and src/gql/persisted-documents.json (SHA-256 of each
 // document -> its text), the manifest BLOGQL_TRUSTED_DOCUMENTS loads.
 import type { CodegenConfig } from '@graphql-codegen/cli';
+import { addTypenameSelectionDocumentTransform } from '@graphql-codegen/client-preset';
 
 const config: CodegenConfig = {
   schema: '../../schema.graphql',
@@ -10,6 +11,9 @@ const config: CodegenConfig = {
   generates: {
     './src/gql/': {
       preset: 'client',
+      // Apollo Client's cache adds __typename to what it sends; a listed
+      // document must have it too, or the cache cannot normalise its answer.
+      documentTransforms: [addTypenameSelectionDocumentTransform],
       presetConfig: {
         // The ids must be SHA-256 hex, as the contract says (set explicitly:
         // some releases defaulted to SHA-1).
