@@ -91,6 +91,10 @@ export function urqlClient({ url, fetch, wsClient, headers = {} }) {
   });
 }
 
+// Node 20 has no global WebSocket (browsers and Node 22 do), and Apollo's
+// GraphQLWsLink looks for one when it reports a socket's error.
+globalThis.WebSocket ??= WebSocket;
+
 /**
  * The `ws` WebSocket with the headers a browser would add to the upgrade:
  * the cookie its jar holds for the server, and its page's Origin.

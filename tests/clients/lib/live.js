@@ -10,13 +10,28 @@ import { browserWebSocket, wsClient } from './clients.js';
  */
 export function connect(server, web, { origin = server.url } = {}) {
   let onConnected;
+  let onRefused;
   let onClosed;
-  const connected = new Promise((done) => (onConnected = done));
+  const connected = new Promise((done, fail) => {
+    onConnected = done;
+    onRefused = fail;
+  });
+  connected.catch(() => {}); // a test that never waits for the ack has no use for its failure
   const closed = new Promise((done) => (onClosed = done));
   const client = wsClient({
     url: server.ws,
     webSocketImpl: browserWebSocket({ cookieHeader: web?.cookieHeader, origin }),
-    on: { connected: () => onConnected(), closed: (event) => onClosed(event) },
+    // Without a subscription, a lazy: false client reports failures here;
+    // `connected` and `closed` carry them instead.
+    onNonLazyError: () => {},
+    on: {
+      connected: () => onConnected(),
+      error: (error) => onRefused(new Error(`WebSocket to ${server.ws}: ${error?.message ?? error}`)),
+      closed: (event) => {
+        onRefused(new Error(`WebSocket to ${server.ws} closed before the ack: ${event?.code} ${event?.reason ?? ''}`));
+        onClosed(event);
+      },
+    },
   });
   return { client, connected, closed };
 }

@@ -164,6 +164,7 @@ describe('subscriptions over /graphql/ws', () => {
     const web = browser();
     const live = open(server, web);
     const apollo = apolloClient({ uri: server.graphql, fetch: web.fetch, wsClient: live.client });
+    await within(live.connected, 5000, 'connection_ack');
     const name = username('apollows');
     await apollo.mutate({ mutation: ops.Register, variables: { input: { username: name, password: PASSWORD } } });
 
@@ -185,6 +186,7 @@ describe('subscriptions over /graphql/ws', () => {
     const web = browser();
     const live = open(server, web);
     const urql = urqlClient({ url: server.graphql, fetch: web.fetch, wsClient: live.client });
+    await within(live.connected, 5000, 'connection_ack');
     const name = username('urqlws');
     const registered = await urql.mutation(ops.Register, { input: { username: name, password: PASSWORD } }).toPromise();
     assert.equal(registered.error, undefined);
