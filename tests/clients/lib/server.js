@@ -116,6 +116,17 @@ process.on('exit', () => {
  * if it exits first or never gets ready.
  */
 export async function startServer(database, env = {}) {
+  // The free port is free when asked, not necessarily when blogql binds it.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(database, env);
+    } catch (err) {
+      if (attempt >= 3 || !/BLOGQL_BIND|in use/i.test(err.message)) throw err;
+    }
+  }
+}
+
+async function startOnce(database, env) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const cwd = await mkdtemp(join(tmpdir(), 'blogql-cwd-')); // no .env of the repository's
