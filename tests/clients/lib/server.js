@@ -105,10 +105,17 @@ async function freePort() {
 }
 
 const running = new Set();
-// A test process that ends (or crashes) takes its servers with it.
-process.on('exit', () => {
+// A test process that ends, crashes or is killed takes its servers with it.
+const killAll = () => {
   for (const child of running) child.kill('SIGKILL');
-});
+};
+process.on('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(signal, () => {
+    killAll();
+    process.kill(process.pid, signal);
+  });
+}
 
 /**
  * Starts `blogql serve` on `database` with the extra settings in `env`,
