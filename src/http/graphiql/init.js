@@ -65,6 +65,17 @@
     '# mutation Logout {',
     '#   logout',
     '# }',
+    '#',
+    '# 6. Watch new posts live (create one in another tab):',
+    '#',
+    '# subscription NewPosts {',
+    '#   postCreated {',
+    '#     title',
+    '#     author {',
+    '#       username',
+    '#     }',
+    '#   }',
+    '# }',
     '',
     'query Posts {',
     '  posts(first: 5) {',
@@ -89,9 +100,11 @@
     ''
   ].join('\n');
 
-  // POSTs every operation to the same-origin endpoint. The body is returned as
-  // parsed JSON whatever the HTTP status: GraphQL errors come back with 400.
+  // POSTs every query and mutation to the same-origin endpoint; the body is
+  // returned as parsed JSON whatever the HTTP status (GraphQL errors come
+  // back with 400). Subscriptions go over the WebSocket.
   function fetcher(graphQLParams, opts) {
+    if (isSubscription(graphQLParams)) return subscribe(graphQLParams);
     // Headers typed into GraphiQL's "Headers" tab are sent too; the ones below
     // always win (the server's CSRF check needs them).
     var headers = Object.assign({}, opts && opts.headers, {
@@ -118,6 +131,92 @@
         }
       });
     });
+  }
+
+  // Whether the operation that runs is a subscription: the one named, else
+  // the first (a definition starts the text or follows a closing brace).
+  function isSubscription(params) {
+    var text = String(params.query || '').replace(/#[^\n\r]*/g, '');
+    var definition = /(^|\})\s*(query|mutation|subscription)\b\s*([_A-Za-z][_0-9A-Za-z]*)?/g;
+    var match, first = null;
+    while ((match = definition.exec(text))) {
+      if (first === null) first = match[2];
+      if (params.operationName && match[3] === params.operationName) {
+        return match[2] === 'subscription';
+      }
+    }
+    return first === 'subscription';
+  }
+
+  // Subscriptions over /graphql/ws (graphql-transport-ws), one socket per
+  // run: the browser sends the session cookie with the upgrade. Results are
+  // handed to GraphiQL as an async iterator; stopping the run completes the
+  // subscription and closes the socket. A close by the server (4401 when the
+  // session ended) is shown as an error.
+  function subscribe(params) {
+    var scheme = location.protocol === 'https:' ? 'wss://' : 'ws://';
+    var socket = new WebSocket(scheme + location.host + ENDPOINT + '/ws', 'graphql-transport-ws');
+    var queue = [];
+    var waiting = null;
+    var finished = false;
+    function push(result) {
+      if (finished) return;
+      if (result.done) finished = true;
+      if (waiting) {
+        var resolve = waiting;
+        waiting = null;
+        resolve(result);
+      } else {
+        queue.push(result);
+      }
+    }
+    function send(message) {
+      if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+    }
+    socket.onopen = function () {
+      send({ type: 'connection_init', payload: {} });
+    };
+    socket.onmessage = function (event) {
+      var message = JSON.parse(event.data);
+      if (message.type === 'connection_ack') {
+        send({ type: 'subscribe', id: '1', payload: params });
+      } else if (message.type === 'ping') {
+        send({ type: 'pong' });
+      } else if (message.type === 'next') {
+        push({ value: message.payload, done: false });
+      } else if (message.type === 'error') {
+        push({ value: { errors: message.payload }, done: false });
+        push({ value: undefined, done: true });
+        socket.close(1000);
+      } else if (message.type === 'complete') {
+        push({ value: undefined, done: true });
+        socket.close(1000);
+      }
+    };
+    socket.onclose = function (event) {
+      if (event.code !== 1000) {
+        push({
+          value: { errors: [{ message: 'WebSocket closed: ' + event.code + ' ' + event.reason }] },
+          done: false
+        });
+      }
+      push({ value: undefined, done: true });
+    };
+    var results = {
+      next: function () {
+        if (queue.length) return Promise.resolve(queue.shift());
+        if (finished) return Promise.resolve({ value: undefined, done: true });
+        return new Promise(function (resolve) { waiting = resolve; });
+      },
+      'return': function () {
+        send({ type: 'complete', id: '1' });
+        socket.close(1000);
+        finished = true;
+        return Promise.resolve({ value: undefined, done: true });
+      }
+    };
+    results[Symbol.asyncIterator] = function () { return results; };
+    return results;
   }
 
   // GraphiQL keeps tabs, history and headers in localStorage by default,
