@@ -72,8 +72,9 @@ struct Args {
     /// Posts created for the cross-instance delay.
     #[arg(long, default_value_t = 1000)]
     posts: usize,
-    /// Sessions revoked for the revocation delay.
-    #[arg(long, default_value_t = 100)]
+    /// Sessions revoked for the revocation delay (one user's, so at most
+    /// 99: a user holds 100 sessions, the oldest ending first).
+    #[arg(long, default_value_t = 50)]
     sessions: usize,
     /// Idle subscribers held by one instance.
     #[arg(long, default_value_t = 10_000)]
@@ -81,6 +82,9 @@ struct Args {
     /// Posts fanned out to all of them.
     #[arg(long, default_value_t = 20)]
     fanout_posts: usize,
+    /// Passed by `cargo bench` to every bench binary; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
 #[tokio::main]
@@ -114,8 +118,8 @@ async fn measure_all(args: &Args, url: &str, redis: &BenchRedis, work: &Path) ->
         ("PostgreSQL + Redis", Some(redis)),
         ("PostgreSQL alone", None),
     ] {
-        let a = Server::start(url, redis, &work.join(label.replace(' ', "_") + "_a")).await?;
-        let b = Server::start(url, redis, &work.join(label.replace(' ', "_") + "_b")).await?;
+        let a = Server::start(url, redis, &folder(work, &format!("{label} a"))?).await?;
+        let b = Server::start(url, redis, &folder(work, &format!("{label} b"))?).await?;
         let posts = cross_instance_posts(&a, &b, args.posts).await?;
         println!(
             "{label}: createPost on A -> postCreated on B, {}",
@@ -129,10 +133,23 @@ async fn measure_all(args: &Args, url: &str, redis: &BenchRedis, work: &Path) ->
         a.stop().await;
         b.stop().await;
     }
-    let server = Server::start(url, Some(redis), &work.join("fanout")).await?;
+    let server = Server::start(url, Some(redis), &folder(work, "fan-out")?).await?;
     fan_out(&server, args.subscribers, args.fanout_posts).await?;
     server.stop().await;
     Ok(())
+}
+
+/// A username not yet taken in this run's database.
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A folder of `work` for one server's log.
+fn folder(work: &Path, name: &str) -> BenchResult<std::path::PathBuf> {
+    let path = work.join(name.replace([' ', '+'], "_"));
+    std::fs::create_dir_all(&path)?;
+    Ok(path)
 }
 
 fn raise_open_files() {
@@ -299,9 +316,7 @@ async fn next_message(socket: &mut Socket) -> BenchResult<Value> {
 
 async fn cross_instance_posts(a: &Server, b: &Server, count: usize) -> BenchResult<Vec<Duration>> {
     let author = Http::new(a)?;
-    author
-        .register(&format!("author{}", std::process::id()))
-        .await?;
+    author.register(&unique("author")).await?;
     let mut socket = subscriber(
         b,
         [127, 0, 0, 1].into(),
@@ -335,21 +350,17 @@ async fn cross_instance_revocations(
     b: &Server,
     count: usize,
 ) -> BenchResult<Vec<Duration>> {
-    let username = format!("revoked{}", std::process::id());
+    let username = unique("revoked");
     let owner = Http::new(a)?;
     owner.register(&username).await?;
     let mut watched = Vec::new();
-    for _ in 0..count {
+    for n in 0..count {
         let device = Http::new(a)?;
         device.login(&username).await?;
         let cookie = device.session_cookie()?;
-        let socket = subscriber(
-            b,
-            [127, 0, 0, 1].into(),
-            Some(&cookie),
-            "subscription { sessionEnded }",
-        )
-        .await?;
+        // One loopback address holds 64 sockets: 60 per address from 127.0.2.0.
+        let from = IpAddr::from([127, 0, 2, u8::try_from(n / 60)?]);
+        let socket = subscriber(b, from, Some(&cookie), "subscription { sessionEnded }").await?;
         watched.push(socket);
     }
     let listed = owner
@@ -406,9 +417,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 async fn fan_out(server: &Server, subscribers: usize, posts: usize) -> BenchResult<()> {
     let author = Http::new(server)?;
-    author
-        .register(&format!("fan{}", std::process::id()))
-        .await?;
+    author.register(&unique("fan")).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_kib(server.pid).ok_or("cannot read the server's RSS")?;
     let received = Arc::new(AtomicUsize::new(0));

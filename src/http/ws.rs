@@ -52,6 +52,8 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message: a query at its limit, and its variables.
 const MAX_MESSAGE_BYTES: usize = MAX_QUERY_BYTES + 28 * 1024;
+/// What a socket reads into at first.
+const READ_BUFFER_BYTES: usize = 4096;
 /// Operations running at once on one socket.
 const MAX_SUBSCRIPTIONS: usize = 32;
 /// Sockets open at once from one client address, and in all.
@@ -190,6 +192,10 @@ pub async fn upgrade(
     };
     upgrade
         .protocols([PROTOCOL])
+        // tungstenite's defaults hold 128 KiB per socket for reading, idle
+        // or not: a small buffer grows for the rare large message instead.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .max_write_buffer_size(4 * MAX_MESSAGE_BYTES)
