@@ -23,7 +23,7 @@ pub mod config;
 pub mod redis;
 /// The bus between instances (in-process | PostgreSQL NOTIFY | Redis
 /// pub/sub): sessions that ended, posts that changed, and whether the bus
-/// is provably connected. Uses: db, redis, clock.
+/// is provably connected. Uses: db, redis.
 pub mod events;
 /// Automatic persisted queries: query texts by hash, in memory or in
 /// Redis. Uses: redis, clock.

@@ -109,7 +109,7 @@ impl PostFeed {
     /// Announces the posts newer than the newest announced, which the bus
     /// may have lost.
     async fn catch_up(&self, db: &Db, sent: &mut Sent) {
-        match Post::created_after(db, sent.newest, CATCH_UP).await {
+        match Post::newest_after(db, sent.newest, CATCH_UP).await {
             Ok(posts) => {
                 for post in posts {
                     if !sent.contains(post.id) {
@@ -155,66 +155,139 @@ const RECHECK_RETRY: Duration = Duration::from_secs(1);
 /// event for it from any instance, its expiry (reloaded first: another
 /// instance may have extended it), or, after the bus lost events, a re-check
 /// of the store. Follows the session to its new ID when it is renewed.
-pub async fn session_end(
-    sessions: &Sessions,
+/// Listens from the moment it is called, before the future first runs.
+pub fn session_end(
+    sessions: Sessions,
     events: &Events,
     user: i64,
-    mut key: StoredKey,
-) -> EndReason {
-    let mut heard = events.subscribe();
-    let mut generation = events.generation();
-    let mut expires_at = match recheck(sessions, &key, None).await {
-        Ok(at) => at,
-        Err(reason) => return reason,
+    key: StoredKey,
+) -> impl Future<Output = EndReason> + Send + 'static {
+    let watch = Watch {
+        sessions,
+        heard: events.subscribe(),
+        generation: events.generation(),
+        user,
+        key,
+        expires_at: None,
     };
-    loop {
-        let sleep = tokio::time::sleep(Duration::from_millis(
-            u64::try_from(expires_at.0 - Millis::now().0).unwrap_or(0),
-        ));
-        tokio::select! {
-            () = sleep => {
-                expires_at = match recheck(sessions, &key, Some(expires_at)).await {
-                    Ok(at) => at,
-                    Err(reason) => return reason,
-                };
-            }
-            changed = generation.changed() => {
-                if changed.is_err() {
-                    return EndReason::Revoked;
-                }
-                // Events may have been missed: the store says.
-                expires_at = match recheck(sessions, &key, Some(expires_at)).await {
-                    Ok(at) => at,
-                    Err(reason) => return reason,
-                };
-            }
-            event = heard.recv() => {
-                let event = match event {
-                    Ok(event) => event,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        expires_at = match recheck(sessions, &key, Some(expires_at)).await {
-                            Ok(at) => at,
-                            Err(reason) => return reason,
-                        };
-                        continue;
+    watch.run()
+}
+
+/// How long a session found gone without a reason may still turn out to
+/// have been renewed: the old key is deleted before the new one is stored
+/// and announced, in the same request.
+const RENEWAL_GRACE: Duration = Duration::from_secs(1);
+/// At most this long, at random, before a socket re-checks after a gap:
+/// every socket of the instance re-checks at once otherwise.
+const RECHECK_SPREAD_MS: u64 = 1000;
+
+/// One socket's session, watched.
+struct Watch {
+    sessions: Sessions,
+    heard: broadcast::Receiver<Arc<Event>>,
+    generation: tokio::sync::watch::Receiver<u64>,
+    user: i64,
+    key: StoredKey,
+    /// When it ends unless used again, as last read from the store.
+    expires_at: Option<Millis>,
+}
+
+impl Watch {
+    async fn run(mut self) -> EndReason {
+        if let Err(reason) = self.check().await {
+            return reason;
+        }
+        loop {
+            let left = self.expires_at.map_or(0, |at| at.0 - Millis::now().0);
+            let sleep = tokio::time::sleep(Duration::from_millis(u64::try_from(left).unwrap_or(0)));
+            let checked = tokio::select! {
+                () = sleep => self.check().await,
+                changed = self.generation.changed() => {
+                    if changed.is_err() {
+                        return EndReason::Revoked;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return EndReason::Revoked,
+                    // Events may have been missed: the store says.
+                    let spread = rand::random::<u64>() % RECHECK_SPREAD_MS;
+                    tokio::time::sleep(Duration::from_millis(spread)).await;
+                    self.check().await
+                }
+                event = self.heard.recv() => match event {
+                    Ok(event) => self.on(&event).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.check().await,
+                    Err(broadcast::error::RecvError::Closed) => Err(EndReason::Revoked),
+                },
+            };
+            if let Err(reason) = checked {
+                return reason;
+            }
+        }
+    }
+
+    /// What `event` means for this session: `Err` with the reason when it
+    /// ended.
+    async fn on(&mut self, event: &Event) -> Result<(), EndReason> {
+        match event {
+            Event::SessionEnded { key, reason } if *key == self.key.as_str() => Err(*reason),
+            Event::UserSessionsEnded {
+                user,
+                except,
+                reason,
+            } if *user == self.user && except.as_deref() != Some(self.key.as_str()) => {
+                // Which of the user's sessions ended, the store knows.
+                match recheck(&self.sessions, &self.key, self.expires_at).await {
+                    Check::Live(at) => {
+                        self.expires_at = Some(at);
+                        Ok(())
+                    }
+                    Check::Ended(expired) => Err(expired),
+                    Check::Gone => Err(*reason),
+                }
+            }
+            Event::SessionRenewed { from, to } if *from == self.key.as_str() => {
+                self.key = StoredKey::from_stored(to.clone());
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads the session from the store: `Err` with the reason when it has
+    /// ended.
+    async fn check(&mut self) -> Result<(), EndReason> {
+        let deadline = tokio::time::Instant::now() + RENEWAL_GRACE;
+        loop {
+            match recheck(&self.sessions, &self.key, self.expires_at).await {
+                Check::Live(at) => {
+                    self.expires_at = Some(at);
+                    return Ok(());
+                }
+                Check::Ended(reason) => return Err(reason),
+                Check::Gone => {}
+            }
+            // Gone, and no event said why: renewed (its new ID is on its
+            // way), or ended by an event this socket did not hear.
+            loop {
+                let event = match tokio::time::timeout_at(deadline, self.heard.recv()).await {
+                    Ok(Ok(event)) => event,
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+                    Ok(Err(broadcast::error::RecvError::Closed)) | Err(_) => {
+                        return Err(EndReason::Revoked);
+                    }
                 };
                 match &*event {
-                    Event::SessionEnded { key: ended, reason } if *ended == key.as_str() => {
-                        return *reason;
+                    Event::SessionRenewed { from, to } if *from == self.key.as_str() => {
+                        self.key = StoredKey::from_stored(to.clone());
+                        break;
                     }
-                    Event::UserSessionsEnded { user: of, except, reason }
-                        if *of == user && except.as_deref() != Some(key.as_str()) =>
-                    {
-                        // Which of the user's sessions ended, the store knows.
-                        match recheck(sessions, &key, Some(expires_at)).await {
-                            Ok(at) => expires_at = at,
-                            Err(_) => return *reason,
-                        }
+                    Event::SessionEnded { key, reason } if *key == self.key.as_str() => {
+                        return Err(*reason);
                     }
-                    Event::SessionRenewed { from, to } if *from == key.as_str() => {
-                        key = StoredKey::from_stored(to.clone());
+                    Event::UserSessionsEnded {
+                        user,
+                        except,
+                        reason,
+                    } if *user == self.user && except.as_deref() != Some(self.key.as_str()) => {
+                        return Err(*reason);
                     }
                     _ => {}
                 }
@@ -223,25 +296,29 @@ pub async fn session_end(
     }
 }
 
-/// When the session under `key` expires, read from the store (which ends
-/// it if it has expired); why it ended when it has. `known`: when it was
-/// last known to expire. A store that fails is asked again: the socket
-/// stays until the answer is known.
-async fn recheck(
-    sessions: &Sessions,
-    key: &StoredKey,
-    known: Option<Millis>,
-) -> Result<Millis, EndReason> {
+/// What the store says of a watched session.
+enum Check {
+    /// Live; it ends then unless used again.
+    Live(Millis),
+    /// Ended, and why (a timeout).
+    Ended(EndReason),
+    /// Gone, for a reason the store does not keep.
+    Gone,
+}
+
+/// Reads the session under `key` from the store (which ends it if it has
+/// expired). `known`: when it was last known to expire. A store that fails
+/// is asked again: the socket stays until the answer is known.
+async fn recheck(sessions: &Sessions, key: &StoredKey, known: Option<Millis>) -> Check {
     loop {
         match sessions.liveness(key).await {
-            Ok(Liveness::Until(at)) => return Ok(at),
-            Ok(Liveness::Expired) => return Err(EndReason::Expired),
+            Ok(Liveness::Until(at)) => return Check::Live(at),
+            Ok(Liveness::Expired) => return Check::Ended(EndReason::Expired),
             // Gone past its time: the housekeeping deleted it.
             Ok(Liveness::Ended) if known.is_some_and(|at| Millis::now() >= at) => {
-                return Err(EndReason::Expired);
+                return Check::Ended(EndReason::Expired);
             }
-            // Ended by an event this socket did not hear (a gap in the bus).
-            Ok(Liveness::Ended) => return Err(EndReason::Revoked),
+            Ok(Liveness::Ended) => return Check::Gone,
             Err(err) => {
                 tracing::warn!(error = %err, "cannot re-check a socket's session");
                 tokio::time::sleep(RECHECK_RETRY).await;

@@ -27,7 +27,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use crate::clock::Millis;
 use crate::db::{Db, DbError, Notify};
 
 /// How often an instance sends itself a heartbeat through the bus.
@@ -151,6 +150,9 @@ struct Inner {
     instance: u64,
     /// When our last heartbeat came back (Unix ms; 0: not since the last gap).
     heard_at: AtomicU64,
+    /// What `heard_at` counts from (a monotonic clock: a step of the wall
+    /// clock must not make the bus look healthy).
+    epoch: std::time::Instant,
     /// Bumped whenever events may have been missed, and when the bus is
     /// back after that.
     generation: watch::Sender<u64>,
@@ -232,6 +234,7 @@ impl Events {
                 local: broadcast::channel(LOCAL_BACKLOG).0,
                 instance: rand::random(),
                 heard_at: AtomicU64::new(0),
+                epoch: std::time::Instant::now(),
                 generation: watch::channel(0).0,
                 tasks: std::sync::Mutex::default(),
             }),
@@ -288,11 +291,28 @@ impl Events {
     /// Sends `event` to every instance, this one included. A bus that
     /// cannot send it is marked as having lost events (so nothing trusts
     /// what the event should have changed until it is back).
+    /// It is sent again in the background until it goes out (events are
+    /// idempotent): the other instances cannot see the gap, only this one.
     pub async fn publish(&self, event: Event) {
         if let Err(err) = self.try_publish(&event).await {
             tracing::warn!(error = %err, "cannot publish an event: the bus is marked unhealthy");
             self.gap();
+            tokio::spawn(self.clone().publish_again(event));
         }
+    }
+
+    /// Retries a publish that failed, with backoff, for about a minute.
+    async fn publish_again(self, event: Event) {
+        let mut backoff = Backoff::new();
+        for _ in 0..PUBLISH_RETRIES {
+            backoff.wait().await;
+            if self.try_publish(&event).await.is_ok() {
+                return;
+            }
+        }
+        tracing::error!(
+            "an event could not be published: other instances learn of it at their next re-check"
+        );
     }
 
     async fn try_publish(&self, event: &Event) -> Result<(), PublishError> {
@@ -311,8 +331,9 @@ impl Events {
         if let Event::Heartbeat { instance, .. } = event {
             if instance == self.inner.instance {
                 let was_healthy = self.healthy();
-                let now = u64::try_from(Millis::now().0).unwrap_or(1);
-                self.inner.heard_at.store(now, Ordering::Release);
+                self.inner
+                    .heard_at
+                    .store(self.since_epoch(), Ordering::Release);
                 if !was_healthy {
                     tracing::info!(bus = self.backend_name(), "event bus healthy");
                     self.inner.generation.send_modify(|n| *n += 1);
@@ -334,7 +355,12 @@ impl Events {
     /// last gap).
     fn heard_within(&self, silence: Duration) -> bool {
         let heard = self.inner.heard_at.load(Ordering::Acquire);
-        heard != 0 && Millis::now().since(Millis(heard as i64)) < silence
+        heard != 0 && self.since_epoch().saturating_sub(heard) < silence.as_millis() as u64
+    }
+
+    /// Milliseconds since the bus started, from 1 (0 means "not heard").
+    fn since_epoch(&self) -> u64 {
+        u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
     }
 
     async fn wait_healthy(&self, at_most: Duration) {
@@ -351,20 +377,45 @@ impl Events {
 }
 
 /// Sends this instance's heartbeat, for as long as the bus lives.
+/// Also watches the heartbeats come back: the moment none did within
+/// [`HEALTHY_WITHIN`], the generation is bumped (events may be lost from
+/// then on), before the listener gives up on its connection.
 async fn heartbeats(events: Events) {
     let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_healthy = events.healthy();
     for seq in 0.. {
         ticks.tick().await;
+        let healthy = events.healthy();
+        if was_healthy && !healthy {
+            tracing::warn!(
+                bus = events.backend_name(),
+                "event bus: no heartbeat came back"
+            );
+            events.inner.generation.send_modify(|n| *n += 1);
+        }
+        was_healthy = healthy;
         let beat = Event::Heartbeat {
             instance: events.inner.instance,
             seq,
         };
-        if let Err(err) = events.try_publish(&beat).await {
+        let sent = match &events.inner.backend {
+            // A beat never queues behind a slow connect: it skips instead.
+            Backend::Postgres { publisher, .. } => {
+                publisher.publish_unless_busy(&beat.encode()).await
+            }
+            _ => events.try_publish(&beat).await,
+        };
+        if let Err(err) = sent {
             tracing::debug!(error = %err, "cannot send a heartbeat");
         }
     }
 }
+
+/// Attempts to publish an event again after it failed.
+const PUBLISH_RETRIES: usize = 16;
+/// A connection lost after this long starts its reconnection backoff afresh.
+const STAYED_UP: Duration = Duration::from_secs(30);
 
 /// Waits before the next attempt to reconnect: 100 ms, doubling to 5 s.
 struct Backoff(Duration);
@@ -372,6 +423,14 @@ struct Backoff(Duration);
 impl Backoff {
     fn new() -> Self {
         Self(Duration::from_millis(100))
+    }
+
+    /// Starts afresh when the connection it waited for stayed up a while
+    /// (one that dies at once keeps backing off).
+    fn after(&mut self, connected_for: Duration) {
+        if connected_for >= STAYED_UP {
+            *self = Self::new();
+        }
     }
 
     async fn wait(&mut self) {

@@ -40,10 +40,12 @@ pub(super) async fn listen(url: &str) -> Result<AsyncPgConnection, StartError> {
 /// Hands notifications to the bus; when the connection is lost or goes
 /// silent, marks the gap and listens again, with backoff.
 pub(super) async fn run(events: Events, url: String, mut conn: AsyncPgConnection) {
+    let mut backoff = Backoff::new();
     loop {
+        let connected = tokio::time::Instant::now();
         hear(&events, &mut conn).await;
         events.gap();
-        let mut backoff = Backoff::new();
+        backoff.after(connected.elapsed());
         conn = loop {
             backoff.wait().await;
             match listen(&url).await {
@@ -106,16 +108,32 @@ impl Publisher {
 
     /// Notifies every instance now.
     pub(super) async fn publish(&self, payload: &str) -> Result<(), PublishError> {
+        let slot = self.conn.lock().await;
+        Self::send(&self.url, slot, payload).await
+    }
+
+    /// Notifies now, unless another notification is using the connection
+    /// (or connecting it): a heartbeat skips rather than queues.
+    pub(super) async fn publish_unless_busy(&self, payload: &str) -> Result<(), PublishError> {
+        match self.conn.try_lock() {
+            Ok(slot) => Self::send(&self.url, slot, payload).await,
+            Err(_) => Err(PublishError::Postgres("the connection is busy".into())),
+        }
+    }
+
+    async fn send(
+        url: &str,
+        mut slot: tokio::sync::MutexGuard<'_, Option<AsyncPgConnection>>,
+        payload: &str,
+    ) -> Result<(), PublishError> {
         let failed = |err: &dyn std::fmt::Display| PublishError::Postgres(err.to_string());
-        let mut slot = self.conn.lock().await;
         let conn = match &mut *slot {
             Some(conn) => conn,
             None => {
-                let conn =
-                    tokio::time::timeout(CONNECT_TIMEOUT, AsyncPgConnection::establish(&self.url))
-                        .await
-                        .map_err(|_| failed(&"no answer in time"))?
-                        .map_err(|e| failed(&e))?;
+                let conn = tokio::time::timeout(CONNECT_TIMEOUT, AsyncPgConnection::establish(url))
+                    .await
+                    .map_err(|_| failed(&"no answer in time"))?
+                    .map_err(|e| failed(&e))?;
                 slot.insert(conn)
             }
         };

@@ -96,6 +96,7 @@ fn on_push(events: &Events, lost: &Notify, push: PushInfo) {
 /// Keeps the bus subscribed: when the connection is lost or goes silent,
 /// marks the gap and subscribes again, with backoff.
 pub(super) async fn run(events: Events, redis: Redis, mut listener: Listener) {
+    let mut backoff = Backoff::new();
     loop {
         let since = tokio::time::Instant::now();
         let mut check = tokio::time::interval(SILENT_FOR / 5);
@@ -114,7 +115,7 @@ pub(super) async fn run(events: Events, redis: Redis, mut listener: Listener) {
             }
         }
         events.gap();
-        let mut backoff = Backoff::new();
+        backoff.after(since.elapsed());
         listener = loop {
             backoff.wait().await;
             match listen(&redis, &events).await {

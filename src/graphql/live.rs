@@ -64,6 +64,22 @@ impl LiveSocket {
     }
 }
 
+/// A `sessionEnded` not yet told, counted on its socket until dropped.
+struct Untold(Arc<LiveSocket>);
+
+impl Untold {
+    fn new(socket: Arc<LiveSocket>) -> Self {
+        socket.untold.fetch_add(1, Ordering::AcqRel);
+        Self(socket)
+    }
+}
+
+impl Drop for Untold {
+    fn drop(&mut self) {
+        self.0.untold.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The socket an operation runs on; an error when it runs elsewhere.
 fn socket(ctx: &Context<'_>) -> Result<Arc<LiveSocket>, ApiError> {
     ctx.data::<Arc<LiveSocket>>()
@@ -108,16 +124,16 @@ impl Subscription {
         &self,
         ctx: &Context<'_>,
     ) -> Result<impl Stream<Item = SessionEndReason> + use<>, ApiError> {
-        let socket = socket(ctx)?;
-        socket.untold.fetch_add(1, Ordering::AcqRel);
-        let mut ended = socket.ended.subscribe();
+        let untold = Untold::new(socket(ctx)?);
+        let mut ended = untold.0.ended.subscribe();
         Ok(stream::once(async move {
             let reason = match ended.wait_for(Option::is_some).await {
                 Ok(reason) => (*reason).unwrap_or(EndReason::Revoked),
                 // The socket is gone; nobody reads this.
                 Err(_) => EndReason::Revoked,
             };
-            socket.untold.fetch_sub(1, Ordering::AcqRel);
+            // Told (or completed by the client: then dropped untold).
+            drop(untold);
             SessionEndReason::from(reason)
         }))
     }

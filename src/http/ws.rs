@@ -55,7 +55,7 @@ const MAX_MESSAGE_BYTES: usize = MAX_QUERY_BYTES + 28 * 1024;
 /// What a socket reads into at first.
 const READ_BUFFER_BYTES: usize = 4096;
 /// Operations running at once on one socket.
-const MAX_SUBSCRIPTIONS: usize = 32;
+const MAX_SUBSCRIPTIONS: usize = 10;
 /// Sockets open at once from one client address, and in all.
 const MAX_SOCKETS_PER_CLIENT: usize = 64;
 const MAX_SOCKETS: usize = 20_000;
@@ -91,10 +91,11 @@ impl Sockets {
     }
 
     fn admit(self: &Arc<Self>, client: IpAddr) -> Option<Slot> {
+        let client = per_client(client);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let total: usize = open.values().sum();
         let of_client = open.entry(client).or_default();
-        if *of_client >= MAX_SOCKETS_PER_CLIENT || total >= MAX_SOCKETS {
+        if *of_client >= MAX_SOCKETS_PER_CLIENT || total >= max_sockets() {
             return None;
         }
         *of_client += 1;
@@ -121,6 +122,29 @@ impl Sockets {
             }
         })
         .await;
+    }
+}
+
+/// The sockets the process may hold: [`MAX_SOCKETS`], or half its open
+/// files when that is fewer (each socket is a file, and an upgraded
+/// connection has left the HTTP server's count: the other half stays for
+/// HTTP connections and the pools).
+fn max_sockets() -> usize {
+    let files = rlimit::Resource::NOFILE.get().map_or(0, |(soft, _)| soft);
+    usize::try_from(files / 2)
+        .unwrap_or(usize::MAX)
+        .min(MAX_SOCKETS)
+}
+
+/// Whom a socket counts against: its address, or for IPv6 its /64 (one
+/// host can hold a whole /64).
+fn per_client(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        other => other,
     }
 }
 
@@ -321,6 +345,7 @@ impl Connection {
             return Ok(Close::GOING_AWAY);
         }
         // Before `connection_init`: pings, and nothing else.
+        let mut budget = Budget::new();
         let deadline = tokio::time::sleep(INIT_TIMEOUT);
         tokio::pin!(deadline);
         let payload = loop {
@@ -329,6 +354,9 @@ impl Connection {
                 _ = stopping.changed() => return Ok(Close::GOING_AWAY),
                 message = incoming.next() => message,
             };
+            if !budget.spend() {
+                return Ok(Close::TOO_FAST);
+            }
             match read(message)? {
                 Read::Message(ClientMessage::ConnectionInit { payload }) => break payload,
                 Read::Message(ClientMessage::Ping {}) => {
@@ -348,7 +376,7 @@ impl Connection {
             Err(close) => return Ok(close),
         };
         send(sink, json!({"type": "connection_ack"})).await?;
-        self.serve_operations(sink, incoming, session_end, stopping)
+        self.serve_operations(sink, incoming, session_end, stopping, budget)
             .await
     }
 
@@ -402,11 +430,13 @@ impl Connection {
         let Some(key) = self.caller.session().stored_key().await else {
             return Ok(Box::pin(future::pending()));
         };
-        let services = self.state.services.clone();
-        let user = principal.user_id();
-        Ok(Box::pin(async move {
-            crate::live::session_end(&services.sessions, &services.events, user, key).await
-        }))
+        let services = &self.state.services;
+        Ok(Box::pin(crate::live::session_end(
+            services.sessions.clone(),
+            &services.events,
+            principal.user_id(),
+            key,
+        )))
     }
 
     async fn serve_operations(
@@ -415,16 +445,18 @@ impl Connection {
         incoming: &mut futures_util::stream::SplitStream<WebSocket>,
         mut session_end: Pin<Box<dyn Future<Output = EndReason> + Send>>,
         mut stopping: watch::Receiver<bool>,
+        mut budget: Budget,
     ) -> Result<Close, Gone> {
         let mut running: Running = HashMap::new();
         let mut serials = 0..;
         let mut outputs: SelectAll<BoxStream<'static, Output>> = SelectAll::new();
         let mut pings =
             tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
-        let mut budget = Budget::new();
+        let mut heard_at = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 message = incoming.next() => {
+                    heard_at = tokio::time::Instant::now();
                     if !budget.spend() {
                         return Ok(Close::TOO_FAST);
                     }
@@ -485,6 +517,11 @@ impl Connection {
                 }
                 () = self.live.fell_behind() => return Ok(Close::FELL_BEHIND),
                 _ = pings.tick() => {
+                    // Not even the pong of the last ping: the peer is gone
+                    // (a dropped NAT mapping leaves no trace otherwise).
+                    if heard_at.elapsed() > 2 * PING_EVERY {
+                        return Err(Gone);
+                    }
                     timed(sink.send(Message::Ping(Default::default()))).await?;
                 }
                 _ = stopping.changed() => return Ok(Close::GOING_AWAY),
@@ -661,5 +698,23 @@ impl Budget {
         }
         self.left -= 1.0;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_others_by_their_address() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(per_client(one), per_client(same_64));
+        assert_ne!(per_client(one), per_client(other_64));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(per_client(v4), v4);
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(per_client(mapped), mapped);
     }
 }

@@ -82,16 +82,19 @@ impl Post {
             .optional()?))
     }
 
-    /// The posts after `id`, oldest first, at most `limit` (what a
-    /// subscriber missed while the bus was cut).
-    pub async fn created_after(db: &Db, id: i64, limit: i64) -> Result<Vec<Post>, DbError> {
-        Ok(with_conn!(db, conn => posts::table
+    /// The newest `limit` posts after `id`, oldest first (what a
+    /// subscriber missed while the bus was cut; a longer gap loses the
+    /// older ones).
+    pub async fn newest_after(db: &Db, id: i64, limit: i64) -> Result<Vec<Post>, DbError> {
+        let mut posts: Vec<Post> = with_conn!(db, conn => posts::table
             .filter(posts::id.gt(id))
-            .order(posts::id.asc())
+            .order(posts::id.desc())
             .limit(limit)
             .select(Post::as_select())
             .load(conn)
-            .await?))
+            .await?);
+        posts.reverse();
+        Ok(posts)
     }
 
     /// The newest post's id; 0 when there is none.
