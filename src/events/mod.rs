@@ -6,15 +6,15 @@
 //! - in-process on SQLite (one instance per database file);
 //! - PostgreSQL `LISTEN/NOTIFY` on one dedicated connection outside the
 //!   pool; a write that must announce itself sends its notification inside
-//!   its own transaction ([`Events::within`]), so it leaves at commit;
+//!   its own transaction (`Events::within`), so it leaves at commit;
 //! - Redis pub/sub when `REDIS_URL` is set.
 //!
 //! The network backends lose what is published while they are cut off. So
 //! each instance sends itself a heartbeat through the whole path every
-//! [`HEARTBEAT_EVERY`]; the bus is healthy only while one came back within
-//! [`HEALTHY_WITHIN`]. A connection that broke (or went silent) is
+//! `HEARTBEAT_EVERY`; the bus is healthy only while one came back within
+//! `HEALTHY_WITHIN`. A connection that broke (or went silent) is
 //! reconnected with backoff and resubscribed, and every change of health
-//! bumps [`Events::generation`], so that whatever depended on events
+//! bumps `Events::generation`, so that whatever depended on events
 //! re-checks what it holds.
 
 mod postgres;
@@ -251,7 +251,7 @@ impl Events {
     }
 
     /// Whether every event published anywhere reaches this instance now:
-    /// our own heartbeat came back within [`HEALTHY_WITHIN`].
+    /// our own heartbeat came back within `HEALTHY_WITHIN`.
     pub fn healthy(&self) -> bool {
         if matches!(self.inner.backend, Backend::InProcess) {
             return true;
@@ -272,7 +272,7 @@ impl Events {
 
     /// Sends `event` inside the transaction on `conn` when the bus is the
     /// database's own (it leaves at commit); otherwise nothing: then
-    /// [`Events::committed`] sends it.
+    /// `Events::committed` sends it.
     pub async fn within<C: Notify>(&self, conn: &mut C, event: &Event) -> Result<(), DbError> {
         match self.inner.backend {
             Backend::Postgres { .. } => conn.notify(CHANNEL, &event.encode()).await,
@@ -280,7 +280,7 @@ impl Events {
         }
     }
 
-    /// After the transaction that [`Events::within`] was given committed:
+    /// After the transaction that `Events::within` was given committed:
     /// sends `event` on a bus that is not the database's own.
     pub async fn committed(&self, event: Event) {
         if !matches!(self.inner.backend, Backend::Postgres { .. }) {
@@ -378,7 +378,7 @@ impl Events {
 
 /// Sends this instance's heartbeat, for as long as the bus lives.
 /// Also watches the heartbeats come back: the moment none did within
-/// [`HEALTHY_WITHIN`], the generation is bumped (events may be lost from
+/// `HEALTHY_WITHIN`, the generation is bumped (events may be lost from
 /// then on), before the listener gives up on its connection.
 async fn heartbeats(events: Events) {
     let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);

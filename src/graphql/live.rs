@@ -1,6 +1,6 @@
 //! Live updates in the schema: `Subscription` (`postCreated`,
 //! `sessionEnded`) and `SessionEndReason`. They run on a WebSocket
-//! (`http::ws`), which hands each operation its [`LiveSocket`].
+//! (`http::ws`), which hands each operation its `LiveSocket`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
