@@ -156,6 +156,7 @@ impl App {
         origins.extend(config.cors_origins.iter().cloned());
         let state = AppState {
             schema: graphql::schema(services.clone(), config.introspection),
+            live_schema: graphql::live_schema(services.clone(), config.introspection),
             services,
             proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             persisted: persisted::PersistedQueries::new(redis.as_ref()),

@@ -104,6 +104,23 @@ pub fn schema(services: Arc<Services>, introspection: bool) -> BlogSchema {
     finish(builder().data(services), introspection)
 }
 
+/// Costliest subscription accepted: it runs again for every new post, on
+/// every socket that holds it (a post with its author and a few of theirs
+/// fits; a page of bodies does not).
+pub const MAX_SUBSCRIPTION_COMPLEXITY: usize = 200;
+/// Deepest subscription accepted.
+pub const MAX_SUBSCRIPTION_DEPTH: usize = 8;
+
+/// The schema for WebSockets: the same, with the tighter subscription
+/// limits.
+pub fn live_schema(services: Arc<Services>, introspection: bool) -> BlogSchema {
+    let builder = builder()
+        .data(services)
+        .limit_depth(MAX_SUBSCRIPTION_DEPTH)
+        .limit_complexity(MAX_SUBSCRIPTION_COMPLEXITY);
+    finish(builder, introspection)
+}
+
 /// The schema, with introspection on or off.
 fn finish(
     builder: SchemaBuilder<Query, Mutation, live::Subscription>,

@@ -36,6 +36,8 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct AppState {
     pub schema: BlogSchema,
+    /// The same, with the subscription limits, for WebSockets.
+    pub live_schema: BlogSchema,
     /// The services the schema's resolvers use, for the steps before them.
     pub services: Arc<Services>,
     pub proxies: TrustedProxies,

@@ -330,7 +330,7 @@ impl Connection {
             .data(self.caller.clone())
             .data(ClientAddr(self.client))
             .data(self.live.clone());
-        Ok(self.state.schema.execute_stream(request).boxed())
+        Ok(self.state.live_schema.execute_stream(request).boxed())
     }
 }
 
