@@ -141,14 +141,6 @@ impl RequestSession {
         Ok(true)
     }
 
-    /// When the signed-in session ends unless it is used again.
-    pub async fn expires_at(&self) -> Option<Millis> {
-        self.load().await;
-        let state = self.state();
-        let current = state.current.as_ref()?;
-        Some(self.sessions.inner.policy.expiry(&current.session))
-    }
-
     /// The signed-in user, or `None` for an anonymous request; the store's
     /// failure if the session could not be loaded.
     pub async fn user(&self) -> Result<Option<User>, SessionError> {
