@@ -1,8 +1,9 @@
 //! The `blogql` command: parse settings, pick the subcommand, run it.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use blogql::config::{Cli, Command};
+use blogql::config::{Cli, Command, LogFormat};
 use clap::Parser;
 
 #[global_allocator]
@@ -10,6 +11,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Exit code for a bad setting or an unusable environment.
 const BAD_SETTING: u8 = 2;
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG`; terminal colour
+/// codes only when stderr is a terminal (never into files or journald).
+fn init_logs(format: LogFormat) {
+    let filter = blogql::config::log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -19,11 +34,11 @@ async fn main() -> ExitCode {
         return fail(&format!(".env: {err}"));
     }
     let cli = Cli::parse();
-    let filter = blogql::config::log_filter(std::env::var("RUST_LOG").ok().as_deref());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let format = match cli.settings.log_format() {
+        Ok(format) => format,
+        Err(err) => return fail(&err.to_string()),
+    };
+    init_logs(format);
 
     let command = cli.command.unwrap_or(Command::Serve);
     if command == Command::PrintSchema {

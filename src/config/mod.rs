@@ -167,6 +167,10 @@ pub struct Settings {
         global = true
     )]
     pub introspection: String,
+    /// Log lines as `text` or `json` (`auto`: text); colour codes only
+    /// when stderr is a terminal.
+    #[arg(long, env = "BLOGQL_LOG_FORMAT", default_value = "auto", global = true)]
+    pub log_format: String,
     /// Path of a trusted-documents manifest: when set, only its operations run.
     #[arg(long, env = "BLOGQL_TRUSTED_DOCUMENTS", global = true)]
     pub trusted_documents: Option<String>,
@@ -293,6 +297,28 @@ impl Settings {
             },
             request_timeout: parse::duration("BLOGQL_REQUEST_TIMEOUT", &self.request_timeout)?,
         })
+    }
+}
+
+/// How log lines are written (`BLOGQL_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people: one line of text per event.
+    Text,
+    /// For log shippers: one JSON object per line (timestamp, level,
+    /// target, message, fields).
+    Json,
+}
+
+impl Settings {
+    /// The log format, read before anything else is (so that every later
+    /// line, a bad setting's included, is written in it).
+    pub fn log_format(&self) -> Result<LogFormat, SettingError> {
+        match self.log_format.trim().to_ascii_lowercase().as_str() {
+            "auto" | "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(bad("BLOGQL_LOG_FORMAT", "expected auto, text or json")),
+        }
     }
 }
 

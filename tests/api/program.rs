@@ -4,7 +4,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{PASSWORD, TestApp, TestDatabase, blogql, blogql_bin, error_code};
+use crate::support::{PASSWORD, Process, TestApp, TestDatabase, blogql, blogql_bin, error_code};
 
 #[test]
 fn an_unreachable_redis_stops_the_server_with_one_line_and_exit_code_2() {
@@ -409,4 +409,36 @@ fn terminal_of(needle: &str) -> Option<String> {
         }
     }
     None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_lines_when_asked_and_never_carry_colour_codes_into_a_pipe() {
+    let database = TestDatabase::new().await;
+    for format in ["auto", "text", "json"] {
+        let server = Process::start(&database, &[("BLOGQL_LOG_FORMAT", format)], &[]).await;
+        server.browser().register(&format!("logs{format}")).await;
+        let log = server.log();
+        assert!(
+            !log.contains('\u{1b}'),
+            "{format}: colour codes in a pipe: {log}"
+        );
+        let lines: Vec<&str> = log.lines().filter(|line| !line.is_empty()).collect();
+        assert!(lines.len() >= 2, "{format}: {log}");
+        if format == "json" {
+            for line in &lines {
+                let event: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|err| panic!("not one JSON object per line ({err}): {line}"));
+                for field in ["timestamp", "level", "target", "message"] {
+                    assert!(event.get(field).is_some(), "no {field}: {line}");
+                }
+            }
+        } else {
+            assert!(lines.iter().all(|line| !line.starts_with('{')), "{log}");
+        }
+    }
+    let output = blogql(&["migrate"], &[("BLOGQL_LOG_FORMAT", "yaml")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("BLOGQL_LOG_FORMAT"), "{stderr}");
 }
