@@ -412,6 +412,46 @@ async fn heartbeats(events: Events) {
     }
 }
 
+/// Completes once no heartbeat came back for `SILENT_FOR` (and at least
+/// that long after it was called): a listener that hears nothing is
+/// presumed dead, whatever its connection says.
+async fn silent(events: &Events) {
+    let since = tokio::time::Instant::now();
+    let mut check = tokio::time::interval(SILENT_FOR / 5);
+    loop {
+        check.tick().await;
+        if since.elapsed() > SILENT_FOR && !events.heard_within(SILENT_FOR) {
+            return;
+        }
+    }
+}
+
+/// After a listener was lost (having been up `connected_for`): marks the
+/// gap, then calls `connect` with backoff until it subscribes again.
+async fn reconnect<T, F, C>(
+    events: &Events,
+    backoff: &mut Backoff,
+    connected_for: Duration,
+    mut connect: C,
+) -> T
+where
+    C: FnMut() -> F,
+    F: Future<Output = Result<T, StartError>>,
+{
+    events.gap();
+    backoff.after(connected_for);
+    loop {
+        backoff.wait().await;
+        match connect().await {
+            Ok(listener) => {
+                tracing::info!(bus = events.backend_name(), "event bus: subscribed again");
+                return listener;
+            }
+            Err(err) => tracing::warn!(error = %err, "event bus: cannot subscribe again"),
+        }
+    }
+}
+
 /// Attempts to publish an event again after it failed.
 const PUBLISH_RETRIES: usize = 16;
 /// A connection lost after this long starts its reconnection backoff afresh.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::StreamExt as _;
 
-use super::{Backoff, CHANNEL, Event, Events, PublishError, SILENT_FOR, StartError};
+use super::{Backoff, CHANNEL, Event, Events, PublishError, StartError, reconnect, silent};
 use crate::db::Notify;
 
 /// How long connecting and subscribing may take.
@@ -43,47 +43,33 @@ pub(super) async fn run(events: Events, url: String, mut conn: AsyncPgConnection
     let mut backoff = Backoff::new();
     loop {
         let connected = tokio::time::Instant::now();
-        hear(&events, &mut conn).await;
-        events.gap();
-        backoff.after(connected.elapsed());
-        conn = loop {
-            backoff.wait().await;
-            match listen(&url).await {
-                Ok(conn) => break conn,
-                Err(err) => tracing::warn!(error = %err, "event bus: cannot listen again"),
+        tokio::select! {
+            () = hear(&events, &mut conn) => {}
+            () = silent(&events) => {
+                tracing::warn!("event bus: no heartbeat through PostgreSQL; reconnecting");
             }
-        };
-        tracing::info!("event bus: listening on PostgreSQL again");
+        }
+        conn = reconnect(&events, &mut backoff, connected.elapsed(), || listen(&url)).await;
     }
 }
 
-/// Delivers what arrives on `conn` until it breaks or goes silent.
+/// Delivers what arrives on `conn` until it breaks.
 async fn hear(events: &Events, conn: &mut AsyncPgConnection) {
-    let since = tokio::time::Instant::now();
-    let mut check = tokio::time::interval(SILENT_FOR / 5);
     let mut notifications = std::pin::pin!(conn.notifications_stream());
     loop {
-        tokio::select! {
-            received = notifications.next() => match received {
-                Some(Ok(notification)) => {
-                    if let Some(event) = Event::decode(notification.payload.as_bytes()) {
-                        events.deliver(event);
-                    }
+        match notifications.next().await {
+            Some(Ok(notification)) => {
+                if let Some(event) = Event::decode(notification.payload.as_bytes()) {
+                    events.deliver(event);
                 }
-                Some(Err(err)) => {
-                    tracing::warn!(error = %err, "event bus: the PostgreSQL listener failed");
-                    return;
-                }
-                None => {
-                    tracing::warn!("event bus: the PostgreSQL listener was closed");
-                    return;
-                }
-            },
-            _ = check.tick() => {
-                if since.elapsed() > SILENT_FOR && !events.heard_within(SILENT_FOR) {
-                    tracing::warn!("event bus: no heartbeat through PostgreSQL; reconnecting");
-                    return;
-                }
+            }
+            Some(Err(err)) => {
+                tracing::warn!(error = %err, "event bus: the PostgreSQL listener failed");
+                return;
+            }
+            None => {
+                tracing::warn!("event bus: the PostgreSQL listener was closed");
+                return;
             }
         }
     }

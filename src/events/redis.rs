@@ -10,7 +10,7 @@ use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::Notify;
 
-use super::{Backoff, Event, Events, SILENT_FOR, StartError};
+use super::{Backoff, Event, Events, StartError, reconnect, silent};
 use crate::redis::{Redis, RedisError};
 
 /// How long connecting and subscribing may take.
@@ -98,32 +98,19 @@ fn on_push(events: &Events, lost: &Notify, push: PushInfo) {
 pub(super) async fn run(events: Events, redis: Redis, mut listener: Listener) {
     let mut backoff = Backoff::new();
     loop {
-        let since = tokio::time::Instant::now();
-        let mut check = tokio::time::interval(SILENT_FOR / 5);
-        loop {
-            tokio::select! {
-                () = listener.lost.notified() => {
-                    tracing::warn!("event bus: the Redis subscription was lost");
-                    break;
-                }
-                _ = check.tick() => {
-                    if since.elapsed() > SILENT_FOR && !events.heard_within(SILENT_FOR) {
-                        tracing::warn!("event bus: no heartbeat through Redis; reconnecting");
-                        break;
-                    }
-                }
+        let connected = tokio::time::Instant::now();
+        tokio::select! {
+            () = listener.lost.notified() => {
+                tracing::warn!("event bus: the Redis subscription was lost");
+            }
+            () = silent(&events) => {
+                tracing::warn!("event bus: no heartbeat through Redis; reconnecting");
             }
         }
-        events.gap();
-        backoff.after(since.elapsed());
-        listener = loop {
-            backoff.wait().await;
-            match listen(&redis, &events).await {
-                Ok(listener) => break listener,
-                Err(err) => tracing::warn!(error = %err, "event bus: cannot resubscribe"),
-            }
-        };
-        tracing::info!("event bus: resubscribed to Redis");
+        listener = reconnect(&events, &mut backoff, connected.elapsed(), || {
+            listen(&redis, &events)
+        })
+        .await;
     }
 }
 
