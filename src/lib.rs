@@ -10,6 +10,8 @@
 pub mod clock;
 /// The contract's input rules.
 pub mod validate;
+/// Every error code a client can see, as one closed set.
+pub mod codes;
 /// Cursor pagination shared by every connection.
 pub mod pages;
 /// The only place that knows SQLite from PostgreSQL: pools, migrations,
@@ -25,6 +27,10 @@ pub mod redis;
 /// pub/sub): sessions that ended, posts that changed, and whether the bus
 /// is provably connected. Uses: db, redis.
 pub mod events;
+/// The operator's view: Prometheus metrics (closed label sets, registered
+/// at start-up), the request's correlation ID, dropped log lines. Uses:
+/// codes, events.
+pub mod telemetry;
 /// Automatic persisted queries: query texts by hash, in memory or in
 /// Redis. Uses: redis, clock.
 pub mod persisted;

@@ -1,0 +1,445 @@
+//! What the operator sees of a running server: the Prometheus metrics, the
+//! correlation ID that ties a request's log lines together (`scope`), and
+//! the lines the log writer had to drop.
+//!
+//! Every label is a closed set named here (an operation type, an error
+//! code, a reason, an outcome), never a user, an operation name, a path or
+//! an address, so a series can never be made up by a client. Each
+//! combination is registered once at start-up and kept as a handle:
+//! recording on the hot path is one atomic add, with no lookup and no
+//! allocation. Without `BLOGQL_METRICS_BIND`, every handle is a no-op.
+//!
+//! Registry and exposition: `metrics-exporter-prometheus` (metrics-rs). Its
+//! recorder is used without being installed as the process's global one,
+//! so each server built in a process (the tests build many) counts alone,
+//! and it writes the Prometheus text format that `promtool check metrics`
+//! reads (the OpenMetrics output of `prometheus-client` names a counter's
+//! family without its `_total`, which promtool's linter rejects).
+
+mod scope;
+
+pub use scope::{CorrelationId, correlation_id, in_scope, store_failed};
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder as _};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::codes::ErrorCode;
+use crate::events::EndReason;
+
+/// Upper bounds of the request duration buckets, in seconds: from a cached
+/// query (well under a millisecond) to the request time limit (30 s).
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// How often recorded durations are folded into their buckets (the
+/// recorder keeps them in a queue until then, so it must run even when
+/// nobody scrapes).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The kind of a GraphQL operation, as a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Query,
+    Mutation,
+    Subscription,
+    /// Refused before its operation was known (unparseable, CSRF, …).
+    Unknown,
+}
+
+impl Operation {
+    const ALL: [Self; 4] = [
+        Self::Query,
+        Self::Mutation,
+        Self::Subscription,
+        Self::Unknown,
+    ];
+
+    /// As labels and the access log name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::Mutation => "mutation",
+            Self::Subscription => "subscription",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// How a login ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginOutcome {
+    Succeeded,
+    /// Wrong or unknown credentials.
+    Failed,
+    /// Refused unchecked: too many failures.
+    Throttled,
+}
+
+impl LoginOutcome {
+    const ALL: [Self; 3] = [Self::Succeeded, Self::Failed, Self::Throttled];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Throttled => "throttled",
+        }
+    }
+}
+
+/// A store whose failure failed a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The SQL database (users, posts; sessions without Redis).
+    Database,
+    /// Redis (sessions, throttle counts, persisted queries).
+    Redis,
+}
+
+impl Store {
+    const ALL: [Self; 2] = [Self::Database, Self::Redis];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Database => "database",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+const END_REASONS: [EndReason; 5] = [
+    EndReason::LoggedOut,
+    EndReason::Revoked,
+    EndReason::Expired,
+    EndReason::PasswordChanged,
+    EndReason::RoleChanged,
+];
+
+/// What is read from its owner when Prometheus scrapes, rather than
+/// counted as it happens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sampled {
+    pub bus_healthy: bool,
+    pub bus_reconnections: u64,
+    pub pool: PoolStatus,
+}
+
+/// The database pool's connections (both of SQLite's pools together).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolStatus {
+    pub max: usize,
+    pub in_use: usize,
+    pub idle: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
+/// The server's metrics: cheap to clone, each recording an atomic add.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Handles>,
+}
+
+struct Handles {
+    /// Renders the exposition; `None` when metrics are off.
+    exposition: Option<PrometheusHandle>,
+    /// By operation, then outcome (`OK`, then each error code).
+    requests: Vec<Counter>,
+    durations: Vec<Histogram>,
+    errors: Vec<Counter>,
+    logins: Vec<Counter>,
+    sessions_started: Counter,
+    sessions_ended: Vec<Counter>,
+    websockets: Gauge,
+    subscriptions: Gauge,
+    store_errors: Vec<Counter>,
+    bus_healthy: Gauge,
+    bus_reconnections: Counter,
+    pool_max: Gauge,
+    pool_in_use: Gauge,
+    pool_idle: Gauge,
+    pool_waiting: Gauge,
+    log_lines_dropped: Counter,
+}
+
+/// Outcomes of a request, as labels: `OK`, then every error code.
+const OUTCOMES: usize = ErrorCode::ALL.len() + 1;
+
+impl Metrics {
+    /// Metrics that record nothing (`BLOGQL_METRICS_BIND` unset).
+    pub fn off() -> Self {
+        Self::register(None)
+    }
+
+    /// Metrics recorded for `GET /metrics`; folded into their buckets by a
+    /// task of their own from now on.
+    pub fn on() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(DURATION_BUCKETS)
+            .map(PrometheusBuilder::build_recorder)
+            // Only an empty bucket list is refused: ours is not.
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let metrics = Self::register(Some(&recorder));
+        let handle = recorder.handle();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(UPKEEP_EVERY);
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        });
+        metrics
+    }
+
+    fn register(recorder: Option<&PrometheusRecorder>) -> Self {
+        let r = Registrar(recorder);
+        let mut requests = Vec::with_capacity(Operation::ALL.len() * OUTCOMES);
+        for operation in Operation::ALL {
+            let outcomes = std::iter::once("OK").chain(ErrorCode::ALL.map(ErrorCode::as_str));
+            for outcome in outcomes {
+                requests.push(r.counter(
+                    "blogql_graphql_requests_total",
+                    &[("operation", operation.as_str()), ("outcome", outcome)],
+                ));
+            }
+        }
+        let handles = Handles {
+            exposition: recorder.map(PrometheusRecorder::handle),
+            requests,
+            durations: Operation::ALL
+                .iter()
+                .map(|op| {
+                    r.histogram(
+                        "blogql_graphql_request_duration_seconds",
+                        &[("operation", op.as_str())],
+                    )
+                })
+                .collect(),
+            errors: ErrorCode::ALL
+                .iter()
+                .map(|code| r.counter("blogql_graphql_errors_total", &[("code", code.as_str())]))
+                .collect(),
+            logins: LoginOutcome::ALL
+                .iter()
+                .map(|o| r.counter("blogql_logins_total", &[("outcome", o.as_str())]))
+                .collect(),
+            sessions_started: r.counter("blogql_sessions_started_total", &[]),
+            sessions_ended: END_REASONS
+                .iter()
+                .map(|reason| {
+                    r.counter(
+                        "blogql_sessions_ended_total",
+                        &[("reason", reason.as_str())],
+                    )
+                })
+                .collect(),
+            websockets: r.gauge("blogql_websockets_open", &[]),
+            subscriptions: r.gauge("blogql_subscriptions_active", &[]),
+            store_errors: Store::ALL
+                .iter()
+                .map(|s| r.counter("blogql_store_errors_total", &[("store", s.as_str())]))
+                .collect(),
+            bus_healthy: r.gauge("blogql_event_bus_healthy", &[]),
+            bus_reconnections: r.counter("blogql_event_bus_reconnections_total", &[]),
+            pool_max: r.gauge("blogql_db_pool_max_connections", &[]),
+            pool_in_use: r.gauge("blogql_db_pool_connections", &[("state", "in_use")]),
+            pool_idle: r.gauge("blogql_db_pool_connections", &[("state", "idle")]),
+            pool_waiting: r.gauge("blogql_db_pool_waiting", &[]),
+            log_lines_dropped: r.counter("blogql_log_lines_dropped_total", &[]),
+        };
+        r.gauge(
+            "blogql_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+        )
+        .set(1.0);
+        r.describe_all();
+        Self {
+            inner: Arc::new(handles),
+        }
+    }
+
+    /// Whether `GET /metrics` has anything to serve.
+    pub fn is_on(&self) -> bool {
+        self.inner.exposition.is_some()
+    }
+
+    /// One `/graphql` request: its operation, the codes of its errors (the
+    /// first is its outcome), and how long it took.
+    pub fn request(&self, operation: Operation, codes: &[ErrorCode], took: Duration) {
+        let inner = &self.inner;
+        let at = operation as usize;
+        let outcome = codes.first().map_or(0, |code| *code as usize + 1);
+        inner.requests[at * OUTCOMES + outcome].increment(1);
+        inner.durations[at].record(took.as_secs_f64());
+        for code in codes {
+            inner.errors[*code as usize].increment(1);
+        }
+    }
+
+    /// A login ended.
+    pub fn login(&self, outcome: LoginOutcome) {
+        self.inner.logins[outcome as usize].increment(1);
+    }
+
+    /// A session was stored for a new sign-in.
+    pub fn session_started(&self) {
+        self.inner.sessions_started.increment(1);
+    }
+
+    /// `count` sessions ended for `reason`.
+    pub fn sessions_ended(&self, count: usize, reason: EndReason) {
+        let at = END_REASONS.iter().position(|r| *r == reason).unwrap_or(0);
+        self.inner.sessions_ended[at].increment(count as u64);
+    }
+
+    /// A WebSocket opened (`1`) or closed (`-1`).
+    pub fn websockets(&self, change: i8) {
+        self.inner.websockets.increment(f64::from(change));
+    }
+
+    /// A subscription started (`1`) or ended (`-1`).
+    pub fn subscriptions(&self, change: i8) {
+        self.inner.subscriptions.increment(f64::from(change));
+    }
+
+    /// A store failed a request.
+    pub fn store_failed(&self, store: Store) {
+        self.inner.store_errors[store as usize].increment(1);
+    }
+
+    /// The exposition in the Prometheus text format, `sampled` read just
+    /// now; `None` when metrics are off.
+    pub fn render(&self, sampled: Sampled) -> Option<String> {
+        let inner = &self.inner;
+        let exposition = inner.exposition.as_ref()?;
+        inner
+            .bus_healthy
+            .set(if sampled.bus_healthy { 1.0 } else { 0.0 });
+        inner.bus_reconnections.absolute(sampled.bus_reconnections);
+        let pool = sampled.pool;
+        inner.pool_max.set(pool.max as f64);
+        inner.pool_in_use.set(pool.in_use as f64);
+        inner.pool_idle.set(pool.idle as f64);
+        inner.pool_waiting.set(pool.waiting as f64);
+        inner.log_lines_dropped.absolute(log_lines_dropped());
+        Some(exposition.render())
+    }
+}
+
+/// Registers handles on the recorder, if there is one (else no-ops).
+struct Registrar<'a>(Option<&'a PrometheusRecorder>);
+
+const METADATA: Metadata<'static> = Metadata::new("blogql", metrics::Level::INFO, None);
+
+impl Registrar<'_> {
+    fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+        let labels: Vec<Label> = labels.iter().map(|(k, v)| Label::new(*k, *v)).collect();
+        Key::from_parts(name, labels)
+    }
+
+    fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
+        self.0.map_or(Counter::noop(), |r| {
+            r.register_counter(&Self::key(name, labels), &METADATA)
+        })
+    }
+
+    fn gauge(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Gauge {
+        self.0.map_or(Gauge::noop(), |r| {
+            r.register_gauge(&Self::key(name, labels), &METADATA)
+        })
+    }
+
+    fn histogram(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Histogram {
+        self.0.map_or(Histogram::noop(), |r| {
+            r.register_histogram(&Self::key(name, labels), &METADATA)
+        })
+    }
+
+    /// Every metric's `# HELP` line (the README's "Operating it" explains
+    /// each at more length).
+    fn describe_all(&self) {
+        let Some(r) = self.0 else { return };
+        let counters = [
+            (
+                "blogql_graphql_requests_total",
+                "GraphQL requests over HTTP by operation type and outcome (OK or the first error code)",
+            ),
+            (
+                "blogql_graphql_errors_total",
+                "GraphQL errors answered over HTTP, by code",
+            ),
+            ("blogql_logins_total", "Logins by outcome"),
+            (
+                "blogql_sessions_started_total",
+                "Sessions stored for a new sign-in (login or register)",
+            ),
+            (
+                "blogql_sessions_ended_total",
+                "Sessions ended by this instance, by reason",
+            ),
+            (
+                "blogql_store_errors_total",
+                "Requests failed by a store (database or Redis)",
+            ),
+            (
+                "blogql_event_bus_reconnections_total",
+                "Times the event bus's listener was lost and subscribed again",
+            ),
+            (
+                "blogql_log_lines_dropped_total",
+                "Log lines dropped because stderr could not keep up",
+            ),
+        ];
+        for (name, help) in counters {
+            r.describe_counter(KeyName::from(name), None, help.into());
+        }
+        let gauges = [
+            ("blogql_build_info", "The running build (always 1)"),
+            ("blogql_websockets_open", "Open GraphQL WebSockets"),
+            (
+                "blogql_subscriptions_active",
+                "Subscriptions running on open WebSockets",
+            ),
+            (
+                "blogql_event_bus_healthy",
+                "1 while a heartbeat came back through the event bus within 2 s",
+            ),
+            (
+                "blogql_db_pool_max_connections",
+                "The database pool's size limit",
+            ),
+            (
+                "blogql_db_pool_connections",
+                "Database connections open, by state (in_use, idle)",
+            ),
+            (
+                "blogql_db_pool_waiting",
+                "Requests waiting for a database connection",
+            ),
+        ];
+        for (name, help) in gauges {
+            r.describe_gauge(KeyName::from(name), None, help.into());
+        }
+        r.describe_histogram(
+            KeyName::from("blogql_graphql_request_duration_seconds"),
+            Some(metrics::Unit::Seconds),
+            "Time from a GraphQL request's arrival to its answer, by operation type".into(),
+        );
+    }
+}
+
+/// The log writer's count of dropped lines, once the program set it up.
+static LOG_DROPS: OnceLock<Box<dyn Fn() -> u64 + Send + Sync>> = OnceLock::new();
+
+/// Tells the metrics how to read the log writer's dropped lines (once,
+/// by the program, which owns the writer).
+pub fn count_log_drops(dropped: impl Fn() -> u64 + Send + Sync + 'static) {
+    let _ = LOG_DROPS.set(Box::new(dropped));
+}
+
+fn log_lines_dropped() -> u64 {
+    LOG_DROPS.get().map_or(0, |dropped| dropped())
+}
