@@ -114,7 +114,14 @@ pub async fn create_admin(
         let users = accounts::loader::users(db.clone());
         // Running servers learn of the sessions it ends through the bus.
         let events = crate::events::Events::publisher(&db, redis.as_ref());
-        let sessions = Sessions::new(store, policy, config.cookie_secure, users, events);
+        let sessions = Sessions::new(
+            store,
+            policy,
+            config.cookie_secure,
+            users,
+            events,
+            crate::telemetry::Metrics::off(),
+        );
         let (user, ended) = changes::change_role(&db, &sessions, user.id, Role::Admin)
             .await
             .map_err(|err| match err {

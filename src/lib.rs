@@ -29,7 +29,7 @@ pub mod redis;
 pub mod events;
 /// The operator's view: Prometheus metrics (closed label sets, registered
 /// at start-up), the request's correlation ID, dropped log lines. Uses:
-/// codes, events.
+/// codes, db, events.
 pub mod telemetry;
 /// Automatic persisted queries: query texts by hash, in memory or in
 /// Redis. Uses: redis, clock.
@@ -83,6 +83,7 @@ use http::AppState;
 use http::client_ip::TrustedProxies;
 use redis::{Redis, RedisError};
 use sessions::{SessionPolicy, SessionStore, Sessions};
+use telemetry::Metrics;
 use trusted::{ManifestError, TrustedDocuments};
 
 /// Why the server could not start.
@@ -98,6 +99,11 @@ pub enum StartError {
     Events(#[from] events::StartError),
     #[error("BLOGQL_TRUSTED_DOCUMENTS: {0}")]
     TrustedDocuments(#[from] ManifestError),
+    #[error("BLOGQL_METRICS_BIND: cannot listen on {address}: {source}")]
+    MetricsBind {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A built server, ready to serve.
@@ -110,6 +116,8 @@ pub struct App {
     housekeeping_every: Duration,
     connections: ConnectionLimits,
     events: events::Events,
+    /// `GET /metrics`, when `BLOGQL_METRICS_BIND` is set.
+    metrics: Option<(TcpListener, Router)>,
     /// Turned on at shutdown: every WebSocket closes (1001).
     stopping: tokio::sync::watch::Sender<bool>,
     sockets: Arc<http::ws::Sockets>,
@@ -124,6 +132,19 @@ impl App {
         let trusted = match &config.trusted_documents {
             Some(path) => Some(Arc::new(load_trusted(path, config.introspection).await?)),
             None => None,
+        };
+        // Before the database: a taken metrics port needs no migration.
+        let metrics_listener = match config.metrics_bind {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .map_err(|source| StartError::MetricsBind { address, source })?,
+            ),
+            None => None,
+        };
+        let metrics = match metrics_listener {
+            Some(_) => Metrics::on(),
+            None => Metrics::off(),
         };
         let db = Db::connect(&config.database_url).await?;
         db.migrate().await?;
@@ -145,6 +166,7 @@ impl App {
             config.cookie_secure,
             users.clone(),
             events.clone(),
+            metrics.clone(),
         );
         let throttle = Throttle::new(&db, redis.as_ref());
         let services = Arc::new(graphql::Services {
@@ -155,6 +177,7 @@ impl App {
             users,
             feed: live::PostFeed::start(db.clone(), &events).await,
             events: events.clone(),
+            metrics: metrics.clone(),
         });
         let stopping = tokio::sync::watch::channel(false).0;
         let sockets = http::ws::Sockets::new(stopping.subscribe());
@@ -172,9 +195,22 @@ impl App {
             sockets: sockets.clone(),
             origins: http::ws::AllowedOrigins(origins),
         };
+        let access = http::access::Access {
+            metrics: metrics.clone(),
+            log: config.access_log,
+        };
+        let metrics = metrics_listener.map(|listener| {
+            let observed = http::Observed {
+                metrics,
+                events: events.clone(),
+                db: db.clone(),
+            };
+            (listener, http::metrics_router(observed))
+        });
         Ok(Self {
             db,
-            router: http::router(state, config.cors_origins.clone()),
+            router: http::router(state, config.cors_origins.clone(), access),
+            metrics,
             sessions,
             throttle,
             housekeeping_every: policy.touch_interval(),
@@ -185,8 +221,15 @@ impl App {
         })
     }
 
-    /// Serves on `listener` until `shutdown` completes, then finishes the
-    /// requests in flight within the shutdown grace period.
+    /// Where `GET /metrics` is served, if anywhere (port 0 chosen).
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        let (listener, _) = self.metrics.as_ref()?;
+        listener.local_addr().ok()
+    }
+
+    /// Serves on `listener` (and `GET /metrics` on its own) until
+    /// `shutdown` completes, then finishes the requests in flight within
+    /// the shutdown grace period.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -198,6 +241,19 @@ impl App {
             self.housekeeping_every,
         ));
         let stopping = self.stopping;
+        let metrics = self.metrics.map(|(listener, router)| {
+            let mut stopped = stopping.subscribe();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|stopping| *stopping).await;
+                    })
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "the metrics listener failed");
+                }
+            })
+        });
         let shutdown = async move {
             shutdown.await;
             stopping.send_replace(true);
@@ -206,6 +262,9 @@ impl App {
         let served = http::server::serve(listener, self.router, self.connections, shutdown).await;
         self.sockets.closed(grace).await;
         housekeeping.abort();
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         self.events.stop();
         served
     }

@@ -98,6 +98,17 @@ impl Caller {
         self.token.is_some()
     }
 
+    /// How the request identified itself, for the access log (never who).
+    pub fn identified_by(&self) -> Option<Via> {
+        if self.token.is_some() {
+            Some(Via::Token)
+        } else if self.session.named_by_cookie() {
+            Some(Via::Cookie)
+        } else {
+            None
+        }
+    }
+
     /// The signed-in caller, if any; the session store's failure if the
     /// cookie's session could not be read.
     pub async fn principal(&self) -> Result<Option<Principal>, SessionError> {

@@ -171,6 +171,12 @@ pub struct Settings {
     /// when stderr is a terminal.
     #[arg(long, env = "BLOGQL_LOG_FORMAT", default_value = "auto", global = true)]
     pub log_format: String,
+    /// One line per request at `info` (`true`) or none (`false`).
+    #[arg(long, env = "BLOGQL_ACCESS_LOG", default_value = "true", global = true)]
+    pub access_log: String,
+    /// Address of a second listener serving `GET /metrics` (Prometheus).
+    #[arg(long, env = "BLOGQL_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<String>,
     /// Path of a trusted-documents manifest: when set, only its operations run.
     #[arg(long, env = "BLOGQL_TRUSTED_DOCUMENTS", global = true)]
     pub trusted_documents: Option<String>,
@@ -208,6 +214,10 @@ pub struct Config {
     pub trusted_documents: Option<PathBuf>,
     pub connections: ConnectionLimits,
     pub request_timeout: Duration,
+    /// One log line per request.
+    pub access_log: bool,
+    /// Where `GET /metrics` is served, if anywhere.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 /// Where Redis is, and the prefix of our keys.
@@ -296,6 +306,13 @@ impl Settings {
                 shutdown_grace: parse::duration("BLOGQL_SHUTDOWN_GRACE", &self.shutdown_grace)?,
             },
             request_timeout: parse::duration("BLOGQL_REQUEST_TIMEOUT", &self.request_timeout)?,
+            access_log: parse::flag("BLOGQL_ACCESS_LOG", &self.access_log)?,
+            metrics_bind: self
+                .metrics_bind
+                .as_deref()
+                .filter(|value| !value.trim().is_empty())
+                .map(|value| parse::address("BLOGQL_METRICS_BIND", value))
+                .transpose()?,
         })
     }
 }

@@ -125,6 +125,16 @@ pub enum Pools {
     Postgres(Pool<AsyncPgConnection>),
 }
 
+/// The database pool's connections (SQLite's two pools together), for the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolStatus {
+    pub max: usize,
+    pub in_use: usize,
+    pub idle: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
 /// A handle to the database, cheap to clone.
 #[derive(Clone)]
 pub struct Db {
@@ -323,6 +333,22 @@ impl Db {
             DatabaseUrl::Postgres(url) => Some(url),
             DatabaseUrl::Sqlite(_) => None,
         }
+    }
+
+    /// The pool's connections now (SQLite's two pools together).
+    pub fn pool_status(&self) -> PoolStatus {
+        let statuses = match &self.pools {
+            Pools::Sqlite { reads, writes } => vec![reads.status(), writes.status()],
+            Pools::Postgres(pool) => vec![pool.status()],
+        };
+        let mut total = PoolStatus::default();
+        for status in statuses {
+            total.max += status.max_size;
+            total.in_use += status.size.saturating_sub(status.available);
+            total.idle += status.available;
+            total.waiting += status.waiting;
+        }
+        total
     }
 
     /// The pool, for `with_conn!`.

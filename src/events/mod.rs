@@ -156,6 +156,8 @@ struct Inner {
     /// Bumped whenever events may have been missed, and when the bus is
     /// back after that.
     generation: watch::Sender<u64>,
+    /// Times the listener was lost (and subscribed again, or trying to).
+    reconnections: AtomicU64,
     /// The listener and the heartbeat, stopped with the server.
     tasks: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -236,6 +238,7 @@ impl Events {
                 heard_at: AtomicU64::new(0),
                 epoch: std::time::Instant::now(),
                 generation: watch::channel(0).0,
+                reconnections: AtomicU64::new(0),
                 tasks: std::sync::Mutex::default(),
             }),
         }
@@ -257,6 +260,11 @@ impl Events {
             return true;
         }
         self.heard_within(HEALTHY_WITHIN)
+    }
+
+    /// Times this instance's listener was lost and had to subscribe again.
+    pub fn reconnections(&self) -> u64 {
+        self.inner.reconnections.load(Ordering::Relaxed)
     }
 
     /// Bumped when events may have been missed and when the bus is back:
@@ -439,6 +447,7 @@ where
     F: Future<Output = Result<T, StartError>>,
 {
     events.gap();
+    events.inner.reconnections.fetch_add(1, Ordering::Relaxed);
     backoff.after(connected_for);
     loop {
         backoff.wait().await;

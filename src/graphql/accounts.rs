@@ -13,6 +13,7 @@ use super::row_id;
 use crate::accounts::{self, AccountError, Role, User};
 use crate::auth::changes;
 use crate::pages::CursorKind;
+use crate::telemetry::LoginOutcome;
 
 /// What a user may do: the GraphQL mirror of [`Role`], conversions generated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -176,7 +177,18 @@ impl AccountMutation {
             &input.password,
             ctx.client(),
         )
-        .await?;
+        .await;
+        let outcome = match &user {
+            Ok(_) => Some(LoginOutcome::Succeeded),
+            Err(AccountError::InvalidCredentials) => Some(LoginOutcome::Failed),
+            Err(AccountError::RateLimited { .. }) => Some(LoginOutcome::Throttled),
+            // Bad input or a failure of ours: not a login attempt that ended.
+            Err(_) => None,
+        };
+        if let Some(outcome) = outcome {
+            services.metrics.login(outcome);
+        }
+        let user = user?;
         ctx.session().sign_in(&user).await?;
         Ok(UserObject(user))
     }

@@ -14,11 +14,11 @@
 
 use std::collections::HashMap;
 
-use async_graphql::Variables;
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationDefinition, OperationType, Selection,
     SelectionSet,
 };
+use async_graphql::{Name, Variables};
 
 use super::MAX_DEPTH;
 
@@ -67,6 +67,26 @@ pub fn check(document: &ExecutableDocument) -> Result<(), Exceeded> {
     Ok(())
 }
 
+/// The operation a request runs: the one `name` names, else the only
+/// one; with its name, if it has one. `None` when that is undecided
+/// (async-graphql reports it).
+pub fn selected<'a>(
+    document: &'a ExecutableDocument,
+    name: Option<&str>,
+) -> Option<(Option<&'a Name>, &'a OperationDefinition)> {
+    match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Some((None, &operation.node)),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations
+            .get_key_value(name)
+            .map(|(name, operation)| (Some(name), &operation.node)),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => operations
+            .iter()
+            .next()
+            .map(|(name, operation)| (Some(name), &operation.node)),
+        (DocumentOperations::Multiple(_), None) => None,
+    }
+}
+
 /// The name of a required variable (non-null, no default) that the
 /// operation to run declares and `variables` lacks, if any.
 pub fn missing_variable<'a>(
@@ -74,12 +94,7 @@ pub fn missing_variable<'a>(
     operation_name: Option<&str>,
     variables: &Variables,
 ) -> Option<&'a str> {
-    let operation = match (&document.operations, operation_name) {
-        (DocumentOperations::Single(operation), _) => &operation.node,
-        (DocumentOperations::Multiple(operations), Some(name)) => &operations.get(name)?.node,
-        // Which one runs is undecided: async-graphql reports that.
-        (DocumentOperations::Multiple(_), None) => return None,
-    };
+    let (_, operation) = selected(document, operation_name)?;
     operation
         .variable_definitions
         .iter()

@@ -18,6 +18,7 @@ pub use crate::codes::ErrorCode;
 use crate::db::DbError;
 use crate::posts::PostError;
 use crate::sessions::SessionError;
+use crate::telemetry::{self, Store};
 use crate::validate::Invalid;
 
 /// An error as a client sees it.
@@ -63,11 +64,12 @@ impl ApiError {
     }
 }
 
-/// Logs `err` under a fresh correlation id, which the client gets instead.
+/// Logs `err` under the request's correlation ID (its access log line's),
+/// which the client gets instead.
 pub fn log_internal(err: impl Display) -> String {
-    let correlation_id = format!("{:016x}", rand::random::<u64>());
+    let correlation_id = telemetry::correlation_id();
     tracing::error!(%correlation_id, error = %err, "internal error");
-    correlation_id
+    correlation_id.to_string()
 }
 
 impl From<ApiError> for async_graphql::Error {
@@ -113,12 +115,14 @@ impl From<Invalid> for ApiError {
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
+        telemetry::store_failed(Store::Database);
         Self::internal(err)
     }
 }
 
 impl From<SessionError> for ApiError {
     fn from(err: SessionError) -> Self {
+        telemetry::store_failed(err.store());
         Self::internal(err)
     }
 }
@@ -142,7 +146,10 @@ impl From<AccountError> for ApiError {
             AccountError::LastAdmin => Self::Forbidden,
             AccountError::Db(err) => err.into(),
             AccountError::Hash(err) => err.into(),
-            AccountError::Redis(err) => Self::internal(err),
+            AccountError::Redis(err) => {
+                telemetry::store_failed(Store::Redis);
+                Self::internal(err)
+            }
             AccountError::NoSuchUser => Self::BadUserInput(Invalid {
                 field: "userId",
                 message: AccountError::NoSuchUser.to_string(),

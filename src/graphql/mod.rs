@@ -73,6 +73,8 @@ pub struct Services {
     pub events: Events,
     /// New posts, for their subscribers.
     pub feed: PostFeed,
+    /// What the operator sees (logins, sockets, subscriptions, …).
+    pub metrics: crate::telemetry::Metrics,
 }
 
 impl Services {

@@ -1,7 +1,9 @@
 //! HTTP: the router, and everything between the socket and GraphQL — the
 //! accept loop and its connection bounds, the GraphQL-over-HTTP pipeline,
-//! GraphQL over WebSocket, the CSRF rule, CORS, health, tracing.
+//! GraphQL over WebSocket, the CSRF rule, CORS, health, the access log
+//! and the request metrics, `GET /metrics` on its own listener.
 
+pub mod access;
 pub mod client_ip;
 pub mod csrf;
 pub mod graphiql;
@@ -22,11 +24,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
 use crate::graphql::parsed::DocumentCache;
 use crate::graphql::{BlogSchema, Services};
+use crate::telemetry::{Metrics, Sampled};
 use client_ip::TrustedProxies;
 
 /// How long `/readyz` waits for the database before calling it unready.
@@ -55,8 +56,9 @@ pub struct AppState {
     pub origins: ws::AllowedOrigins,
 }
 
-/// The whole HTTP surface; `cors_origins` may send credentialed requests.
-pub fn router(state: AppState, cors_origins: Vec<HeaderValue>) -> Router {
+/// The whole HTTP surface; `cors_origins` may send credentialed requests;
+/// every request passes through `access` (its log line, its metrics).
+pub fn router(state: AppState, cors_origins: Vec<HeaderValue>, access: access::Access) -> Router {
     let mut router = Router::new()
         .route(
             "/graphql",
@@ -87,16 +89,45 @@ pub fn router(state: AppState, cors_origins: Vec<HeaderValue>) -> Router {
                 .max_age(Duration::from_secs(600)),
         );
     }
-    // Method and path only: query strings, headers and bodies can carry
-    // passwords and cookies, and are never logged.
-    router.layer(
-        TraceLayer::new_for_http()
-            .make_span_with(|request: &Request| {
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
-            })
-            .on_request(())
-            .on_response(DefaultOnResponse::new().level(Level::INFO)),
-    )
+    router.layer(axum::middleware::from_fn_with_state(access, access::layer))
+}
+
+/// What `GET /metrics` reads when Prometheus scrapes.
+#[derive(Clone)]
+pub struct Observed {
+    pub metrics: Metrics,
+    pub events: crate::events::Events,
+    pub db: crate::db::Db,
+}
+
+/// The metrics listener's surface: `GET /metrics` only.
+pub fn metrics_router(observed: Observed) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(observed)
+}
+
+/// The Prometheus text exposition, with what is sampled read just now.
+async fn metrics(State(observed): State<Observed>) -> Response {
+    let sampled = Sampled {
+        bus_healthy: observed.events.healthy(),
+        bus_reconnections: observed.events.reconnections(),
+        pool: observed.db.pool_status(),
+    };
+    match observed.metrics.render(sampled) {
+        Some(exposition) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                ),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            ],
+            exposition,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// Readiness: the session store answers and the database accepts writes,
@@ -171,6 +202,11 @@ async fn graphql_other_method() -> Response {
     response
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+    let note = access::Note {
+        graphql: Some(access::GraphqlOperation::UNKNOWN),
+        identified_by: None,
+    };
+    note.attach(&mut response);
     response
 }
 

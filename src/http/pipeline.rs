@@ -22,42 +22,62 @@ use axum::response::Response;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::Deserialize;
 
+use super::access::{GraphqlOperation, Note};
 use super::respond::{self, ResponseFormat, is_request_error, refusal};
 use super::{AppState, csrf, identity, persisted};
-use crate::auth::Caller;
+use crate::auth::{Caller, Via};
 use crate::graphql::bounds;
 use crate::graphql::context::ClientAddr;
 use crate::graphql::error::{ErrorCode, ensure_codes, log_internal};
+use crate::telemetry::{self, Operation};
 
 /// Largest request body: a 50,000-character post fits several times over.
 pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
 
-/// Runs one request within the time limit; past it, 503.
+/// Runs one request within the time limit; past it, 503. The answer
+/// carries a [`Note`] of what was learnt of the request.
 pub async fn handle(state: AppState, peer: SocketAddr, request: Request, is_get: bool) -> Response {
     let limit = state.request_timeout;
-    match tokio::time::timeout(limit, run(state, peer, request, is_get)).await {
-        Ok(response) => response,
-        Err(_) => {
-            let correlation_id = log_internal(format!(
-                "the request was still running after {}",
-                humantime::format_duration(limit)
-            ));
-            super::respond::internal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                ResponseFormat::Json,
-                &correlation_id,
-            )
-        }
-    }
+    let mut note = Note {
+        graphql: Some(GraphqlOperation::UNKNOWN),
+        identified_by: None,
+    };
+    let mut response =
+        match tokio::time::timeout(limit, run(state, peer, request, is_get, &mut note)).await {
+            Ok(response) => response,
+            Err(_) => {
+                let correlation_id = log_internal(format!(
+                    "the request was still running after {}",
+                    humantime::format_duration(limit)
+                ));
+                super::respond::internal(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ResponseFormat::Json,
+                    &correlation_id,
+                )
+            }
+        };
+    note.attach(&mut response);
+    response
 }
 
-/// The steps of one request, in order; each refusal is the answer.
-async fn run(state: AppState, peer: SocketAddr, request: Request, is_get: bool) -> Response {
+/// The steps of one request, in order; each refusal is the answer. What
+/// they learn of it goes in `note`.
+async fn run(
+    state: AppState,
+    peer: SocketAddr,
+    request: Request,
+    is_get: bool,
+    note: &mut Note,
+) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let client = state.proxies.client(peer.ip(), headers);
     let steps = async {
+        // Only a token that does not authenticate is refused here.
+        note.identified_by = Some(Via::Token);
         let caller = identity::identify(&state, headers, client).await?;
+        note.identified_by = caller.identified_by();
         let passes_csrf_rule = admit(&caller, headers, is_get)?;
         let format = ResponseFormat::negotiate(headers);
         let wants_id = state.trusted.is_some();
@@ -72,7 +92,7 @@ async fn run(state: AppState, peer: SocketAddr, request: Request, is_get: bool) 
             None => persisted::resolve(&state.persisted, format, &mut operation).await?,
         };
         let (operation, remember) =
-            parse_and_bound(&state, format, operation, is_get, passes_csrf_rule)?;
+            parse_and_bound(&state, format, operation, is_get, passes_csrf_rule, note)?;
         let persist = persist.map(|hash| (hash, operation.query.clone()));
         Ok(execute(&state, format, caller, client, operation, remember, persist).await)
     };
@@ -125,11 +145,24 @@ fn parse_and_bound(
     mut operation: async_graphql::Request,
     is_get: bool,
     passes_csrf_rule: bool,
+    note: &mut Note,
 ) -> Result<Bounded, Response> {
     let parsed = match state.documents.parse(&operation.query) {
         Ok(parsed) => parsed,
         Err(failure) => return Err(format.request_error(failure.code(), &failure.message())),
     };
+    if let Some((name, selected)) =
+        bounds::selected(&parsed.document, operation.operation_name.as_deref())
+    {
+        note.graphql = Some(GraphqlOperation {
+            kind: match selected.ty {
+                OperationType::Query => Operation::Query,
+                OperationType::Mutation => Operation::Mutation,
+                OperationType::Subscription => Operation::Subscription,
+            },
+            name: name.cloned(),
+        });
+    }
     if is_get
         && !bounds::only(
             OperationType::Query,
@@ -193,7 +226,10 @@ async fn execute(
     ensure_codes(&mut response.errors);
     let cookie = match caller.session().finish().await {
         Ok(cookie) => cookie,
-        Err(err) => return format.failed(&log_internal(err)),
+        Err(err) => {
+            telemetry::store_failed(err.store());
+            return format.failed(&log_internal(err));
+        }
     };
     let mut answer = format.respond(&response);
     if let Some(cookie) = cookie {
@@ -277,7 +313,7 @@ fn missing_variable(format: ResponseFormat, name: &str) -> Response {
         &format!("Variable \"${name}\" is required and was not provided."),
         &[("field", name.into())],
     );
-    format.request_error_body(body)
+    format.request_error_body(ErrorCode::BadUserInput, body)
 }
 
 /// The parameters of a GET request, named as the GraphQL-over-HTTP

@@ -18,6 +18,7 @@ pub fn refusal(status: StatusCode, code: ErrorCode, message: &str) -> Response {
         status,
         HeaderValue::from_static("application/json"),
         body.to_string().into_bytes(),
+        &[code],
     )
 }
 
@@ -55,11 +56,26 @@ pub fn internal(status: StatusCode, format: ResponseFormat, correlation_id: &str
         "internal server error",
         &[("correlationId", correlation_id.into())],
     );
-    build(status, format.content_type(), body.to_string().into_bytes())
+    build(
+        status,
+        format.content_type(),
+        body.to_string().into_bytes(),
+        &[ErrorCode::InternalServerError],
+    )
 }
 
-fn build(status: StatusCode, content_type: HeaderValue, body: Vec<u8>) -> Response {
-    (
+/// The codes of the errors an answer carries, in order, kept with it (as
+/// an extension) for the access log and the metrics.
+#[derive(Debug, Clone)]
+pub struct AnsweredCodes(pub Vec<ErrorCode>);
+
+fn build(
+    status: StatusCode,
+    content_type: HeaderValue,
+    body: Vec<u8>,
+    codes: &[ErrorCode],
+) -> Response {
+    let mut response = (
         status,
         [
             (header::CONTENT_TYPE, content_type),
@@ -67,7 +83,13 @@ fn build(status: StatusCode, content_type: HeaderValue, body: Vec<u8>) -> Respon
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    if !codes.is_empty() {
+        response
+            .extensions_mut()
+            .insert(AnsweredCodes(codes.to_vec()));
+    }
+    response
 }
 
 /// The media type of the answer, per the GraphQL-over-HTTP specification.
@@ -118,23 +140,33 @@ impl ResponseFormat {
         } else {
             Outcome::Executed
         };
+        let codes: Vec<ErrorCode> = response
+            .errors
+            .iter()
+            .filter_map(|error| match error.extensions.as_ref()?.get("code")? {
+                async_graphql::Value::String(code) => ErrorCode::parse(code),
+                _ => None,
+            })
+            .collect();
         match serde_json::to_vec(response) {
-            Ok(body) => build(self.status(outcome), self.content_type(), body),
+            Ok(body) => build(self.status(outcome), self.content_type(), body, &codes),
             Err(err) => self.failed(&log_internal(err)),
         }
     }
 
     /// A request refused before execution (parse, validation, a bound).
     pub fn request_error(self, code: ErrorCode, message: &str) -> Response {
-        self.request_error_body(error_body(code, message, &[]))
+        self.request_error_body(code, error_body(code, message, &[]))
     }
 
-    /// A request refused before execution, with a body of [`error_body`]'s shape.
-    pub fn request_error_body(self, body: serde_json::Value) -> Response {
+    /// A request refused before execution, with a body of [`error_body`]'s
+    /// shape whose code is `code`.
+    pub fn request_error_body(self, code: ErrorCode, body: serde_json::Value) -> Response {
         build(
             self.status(Outcome::RequestError),
             self.content_type(),
             body.to_string().into_bytes(),
+            &[code],
         )
     }
 
@@ -151,6 +183,7 @@ impl ResponseFormat {
             StatusCode::OK,
             self.content_type(),
             body.to_string().into_bytes(),
+            &[ErrorCode::PersistedQueryNotFound],
         )
     }
 
@@ -162,6 +195,7 @@ impl ResponseFormat {
             StatusCode::BAD_REQUEST,
             self.content_type(),
             body.to_string().into_bytes(),
+            &[refusal.code()],
         )
     }
 

@@ -35,6 +35,7 @@ use crate::accounts::loader::Users;
 use crate::clock::Millis;
 pub use crate::events::EndReason;
 use crate::events::{Event, Events};
+use crate::telemetry::Metrics;
 pub use keys::StoredKey;
 use keys::{Handle, SessionId};
 pub use record::SessionInfo;
@@ -84,6 +85,16 @@ impl SessionPolicy {
 #[error(transparent)]
 pub struct SessionError(Arc<StoreError>);
 
+impl SessionError {
+    /// The store that failed, for the metrics.
+    pub fn store(&self) -> crate::telemetry::Store {
+        match *self.0 {
+            StoreError::Redis(_) => crate::telemetry::Store::Redis,
+            StoreError::Db(_) | StoreError::Users(_) => crate::telemetry::Store::Database,
+        }
+    }
+}
+
 impl From<StoreError> for SessionError {
     fn from(err: StoreError) -> Self {
         Self(Arc::new(err))
@@ -106,6 +117,8 @@ struct Inner {
     users: Users,
     /// Where the sessions that end are announced.
     events: Events,
+    /// Sessions started and ended.
+    metrics: Metrics,
 }
 
 /// What the store holds under a request's session IDs.
@@ -144,6 +157,7 @@ impl Sessions {
         secure: bool,
         users: Users,
         events: Events,
+        metrics: Metrics,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -152,6 +166,7 @@ impl Sessions {
                 secure,
                 users,
                 events,
+                metrics,
             }),
         }
     }
@@ -219,7 +234,7 @@ impl Sessions {
     /// Ends the session under `key`; whether there was one.
     pub async fn end(&self, key: &StoredKey, reason: EndReason) -> Result<bool, SessionError> {
         let ended = self.inner.store.delete(key).await?;
-        log_ended(usize::from(ended), reason);
+        self.ended(usize::from(ended), reason);
         if ended {
             self.announce(Event::SessionEnded {
                 key: key.as_str().to_owned(),
@@ -234,7 +249,7 @@ impl Sessions {
     /// no live session with it (nobody else's is ever ended).
     pub async fn revoke(&self, user_id: i64, handle: &Handle) -> Result<bool, SessionError> {
         let ended = self.inner.store.revoke(user_id, handle).await?;
-        log_ended(usize::from(ended), EndReason::Revoked);
+        self.ended(usize::from(ended), EndReason::Revoked);
         if ended {
             // The store knows the session by its handle only: each of the
             // user's watchers checks whether it was theirs.
@@ -251,7 +266,7 @@ impl Sessions {
     /// Ends every session of `user_id`; how many there were.
     pub async fn end_all_of(&self, user_id: i64, reason: EndReason) -> Result<usize, SessionError> {
         let ended = self.inner.store.delete_of_user(user_id, None).await?;
-        log_ended(ended, reason);
+        self.ended(ended, reason);
         self.announce(Event::UserSessionsEnded {
             user: user_id,
             except: None,
@@ -269,7 +284,7 @@ impl Sessions {
         reason: EndReason,
     ) -> Result<usize, SessionError> {
         let ended = self.inner.store.delete_of_user(user_id, Some(keep)).await?;
-        log_ended(ended, reason);
+        self.ended(ended, reason);
         if ended > 0 {
             self.announce(Event::UserSessionsEnded {
                 user: user_id,
@@ -308,14 +323,18 @@ impl Sessions {
     /// (Not announced: whoever holds a session knows when it expires.)
     pub async fn delete_expired(&self) -> Result<usize, SessionError> {
         let ended = self.inner.store.delete_expired().await?;
-        log_ended(ended, EndReason::Expired);
+        self.ended(ended, EndReason::Expired);
         Ok(ended)
     }
 }
 
-fn log_ended(count: usize, reason: EndReason) {
-    if count > 0 {
-        tracing::debug!(count, reason = reason.as_str(), "sessions ended");
+impl Sessions {
+    /// Counts (and at `debug` logs) `count` sessions that ended.
+    fn ended(&self, count: usize, reason: EndReason) {
+        if count > 0 {
+            self.inner.metrics.sessions_ended(count, reason);
+            tracing::debug!(count, reason = reason.as_str(), "sessions ended");
+        }
     }
 }
 

@@ -212,6 +212,12 @@ impl RequestSession {
         Ok(())
     }
 
+    /// Whether the request named a session in a cookie (live or not): how
+    /// the access log says it was identified.
+    pub fn named_by_cookie(&self) -> bool {
+        !self.ids.is_empty()
+    }
+
     /// This session was ended by something else in this request (every
     /// session of its user): the request goes on anonymous, and its answer
     /// expires the cookie.
@@ -273,15 +279,18 @@ impl RequestSession {
                 if let Some(current) = &mut self.state().current {
                     current.id = Some(id);
                 }
-                if let Some(from) = renewed_from {
+                match renewed_from {
                     // Its open WebSockets follow it to the new ID.
-                    inner
-                        .events
-                        .publish(Event::SessionRenewed {
-                            from: from.as_str().to_owned(),
-                            to: id.stored_key().as_str().to_owned(),
-                        })
-                        .await;
+                    Some(from) => {
+                        inner
+                            .events
+                            .publish(Event::SessionRenewed {
+                                from: from.as_str().to_owned(),
+                                to: id.stored_key().as_str().to_owned(),
+                            })
+                            .await;
+                    }
+                    None => inner.metrics.session_started(),
                 }
                 live_cookie(&id, stored.expires_at)
             }

@@ -27,6 +27,7 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::codes::ErrorCode;
+use crate::db::PoolStatus;
 use crate::events::EndReason;
 
 /// Upper bounds of the request duration buckets, in seconds: from a cached
@@ -125,16 +126,6 @@ pub struct Sampled {
     pub bus_healthy: bool,
     pub bus_reconnections: u64,
     pub pool: PoolStatus,
-}
-
-/// The database pool's connections (both of SQLite's pools together).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PoolStatus {
-    pub max: usize,
-    pub in_use: usize,
-    pub idle: usize,
-    /// Requests waiting for a connection.
-    pub waiting: usize,
 }
 
 /// The server's metrics: cheap to clone, each recording an atomic add.
@@ -295,14 +286,14 @@ impl Metrics {
         self.inner.sessions_ended[at].increment(count as u64);
     }
 
-    /// A WebSocket opened (`1`) or closed (`-1`).
-    pub fn websockets(&self, change: i8) {
-        self.inner.websockets.increment(f64::from(change));
+    /// A WebSocket opened: counted open until the guard is dropped.
+    pub fn websocket_opened(&self) -> Open {
+        Open::new(&self.inner.websockets)
     }
 
-    /// A subscription started (`1`) or ended (`-1`).
-    pub fn subscriptions(&self, change: i8) {
-        self.inner.subscriptions.increment(f64::from(change));
+    /// A subscription started: counted active until the guard is dropped.
+    pub fn subscription_started(&self) -> Open {
+        Open::new(&self.inner.subscriptions)
     }
 
     /// A store failed a request.
@@ -326,6 +317,22 @@ impl Metrics {
         inner.pool_waiting.set(pool.waiting as f64);
         inner.log_lines_dropped.absolute(log_lines_dropped());
         Some(exposition.render())
+    }
+}
+
+/// Something counted in a gauge while it lasts (a socket, a subscription).
+pub struct Open(Gauge);
+
+impl Open {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
     }
 }
 

@@ -36,8 +36,10 @@ store_tests! {
             // On SQLite the bus is in-process: there is nothing to cut.
             require!(Postgres);
         }
-        let app = store.spawn().await;
+        let app = store.spawn_with(&[("BLOGQL_METRICS_BIND", "127.0.0.1:0")]).await;
         assert_eq!(readiness(&app).await, StatusCode::OK);
+        let reconnections = "blogql_event_bus_reconnections_total";
+        assert_eq!(app.scrape().await.get(reconnections), 0.0);
         let before = app.event_bus_connections().await;
         assert_eq!(before.len(), 1, "one listening connection: {before:?}");
         assert_eq!(app.cut_event_bus().await, 1);
@@ -54,5 +56,8 @@ store_tests! {
         let after = app.event_bus_connections().await;
         assert_eq!(after.len(), 1, "listening again: {after:?}");
         assert_ne!(after, before, "a new connection");
+        let scrape = app.scrape().await;
+        assert_eq!(scrape.get(reconnections), 1.0, "the operator sees it");
+        assert_eq!(scrape.get("blogql_event_bus_healthy"), 1.0);
     }
 }

@@ -16,6 +16,7 @@ mod http;
 mod instances;
 mod limits;
 mod live;
+mod operations;
 mod persisted;
 mod posts;
 mod program;

@@ -60,6 +60,8 @@ fn a_bad_setting_stops_with_one_line_naming_it_and_exit_code_2() {
         ("BLOGQL_SHUTDOWN_GRACE", "-1s"),
         ("REDIS_URL", "memcached://127.0.0.1:11211"),
         ("BLOGQL_REDIS_KEY_PREFIX", "{bq}"),
+        ("BLOGQL_ACCESS_LOG", "sometimes"),
+        ("BLOGQL_METRICS_BIND", "localhost:9100"),
     ] {
         let output = blogql(&["migrate"], &[(name, value)]);
         assert_eq!(output.status.code(), Some(2), "{name}={value}");
@@ -71,6 +73,24 @@ fn a_bad_setting_stops_with_one_line_naming_it_and_exit_code_2() {
         );
         assert!(stderr.contains(name), "names {name}: {stderr}");
     }
+}
+
+#[test]
+fn a_metrics_address_already_taken_stops_the_server_with_one_line_and_exit_code_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let address = taken.local_addr().expect("its address").to_string();
+    let output = blogql(
+        &["serve"],
+        &[
+            ("BLOGQL_BIND", "127.0.0.1:0"),
+            ("BLOGQL_METRICS_BIND", &address),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("BLOGQL_METRICS_BIND"), "{stderr}");
+    assert!(stderr.contains(&address), "{stderr}");
 }
 
 #[test]

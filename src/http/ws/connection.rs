@@ -26,6 +26,7 @@ use crate::graphql::error::{ErrorCode, ensure_codes, error_body, log_internal};
 use crate::graphql::live::LiveSocket;
 use crate::http::respond::is_request_error;
 use crate::http::{AppState, identity};
+use crate::telemetry::Open;
 
 /// What one operation's stream yields: a result, or its end.
 enum Output {
@@ -219,7 +220,8 @@ impl Connection {
                                 Ok(results) => {
                                     let (abort, registration) = AbortHandle::new_pair();
                                     let operation = Operation { id, serial: serials.next().unwrap_or_default() };
-                                    running.insert(operation.id.clone(), (operation.serial, abort));
+                                    let active = self.state.services.metrics.subscription_started();
+                                    running.insert(operation.id.clone(), (operation.serial, abort, active));
                                     let tagged = Abortable::new(results, registration)
                                         .map({
                                             let operation = operation.clone();
@@ -234,7 +236,7 @@ impl Connection {
                             }
                         }
                         Read::Message(ClientMessage::Complete { id }) => {
-                            if let Some((_, abort)) = running.remove(&id) {
+                            if let Some((_, abort, _)) = running.remove(&id) {
                                 abort.abort();
                             }
                         }
@@ -335,13 +337,14 @@ impl Connection {
 }
 
 /// The operations running on a socket, by the client's id.
-type Running = HashMap<String, (u64, AbortHandle)>;
+/// Each counts as active in the metrics while it is here.
+type Running = HashMap<String, (u64, AbortHandle, Open)>;
 
 /// Sends one operation's result (`next`, or `error` for one refused before
 /// it ran) or its end (`complete`, unless the client completed it).
 async fn deliver(sink: &mut Sink, running: &mut Running, output: Output) -> Result<(), Gone> {
     let is_running = |running: &Running, operation: &Operation| {
-        running.get(&operation.id).map(|(serial, _)| *serial) == Some(operation.serial)
+        running.get(&operation.id).map(|(serial, ..)| *serial) == Some(operation.serial)
     };
     match output {
         Output::Result(operation, mut response) => {

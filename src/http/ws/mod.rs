@@ -29,8 +29,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{Notify, watch};
 
+use super::access::Note;
 use super::respond::refusal;
 use super::{AppState, identity};
+use crate::auth::Via;
 use crate::graphql::error::ErrorCode;
 use crate::graphql::live::LiveSocket;
 use crate::graphql::parsed::MAX_QUERY_BYTES;
@@ -198,7 +200,19 @@ pub async fn upgrade(
     let client = state.proxies.client(peer.ip(), &headers);
     let caller = match identity::identify(&state, &headers, client).await {
         Ok(caller) => caller,
-        Err(refused) => return refused,
+        Err(mut refused) => {
+            // Only a token that does not authenticate is refused here.
+            let note = Note {
+                graphql: None,
+                identified_by: Some(Via::Token),
+            };
+            note.attach(&mut refused);
+            return refused;
+        }
+    };
+    let note = Note {
+        graphql: None,
+        identified_by: caller.identified_by(),
     };
     let Some(slot) = state.sockets.admit(client) else {
         return refusal(
@@ -207,7 +221,7 @@ pub async fn upgrade(
             "too many WebSockets open from this address",
         );
     };
-    upgrade
+    let mut response = upgrade
         .protocols([PROTOCOL])
         // tungstenite's defaults hold 128 KiB per socket for reading, idle
         // or not: a small buffer grows for the rare large message instead.
@@ -217,6 +231,7 @@ pub async fn upgrade(
         .max_frame_size(MAX_MESSAGE_BYTES)
         .max_write_buffer_size(4 * MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
+            let open = state.services.metrics.websocket_opened();
             let connection = Connection {
                 state,
                 client,
@@ -225,8 +240,10 @@ pub async fn upgrade(
                 live: Arc::new(LiveSocket::default()),
             };
             connection.serve(socket).await;
-            drop(slot);
-        })
+            drop((slot, open));
+        });
+    note.attach(&mut response);
+    response
 }
 
 fn offers_protocol(headers: &HeaderMap) -> bool {

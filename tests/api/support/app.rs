@@ -14,6 +14,8 @@ use super::{Browser, Store, TestDatabase, TokenClient};
 /// A running server.
 pub struct TestApp {
     pub address: SocketAddr,
+    /// Where `GET /metrics` is served, with `BLOGQL_METRICS_BIND` set.
+    pub metrics_address: Option<SocketAddr>,
     pub database: Arc<TestDatabase>,
     /// For the peeks behind the API (`peek.rs`).
     pub(super) db: Db,
@@ -70,6 +72,7 @@ impl TestApp {
             .await
             .expect("the server starts");
         let db = app.db.clone();
+        let metrics_address = app.metrics_address();
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
             .expect("bind port 0");
@@ -80,6 +83,7 @@ impl TestApp {
         }));
         TestApp {
             address,
+            metrics_address,
             database,
             db,
             shutdown: Some(shutdown),
@@ -147,5 +151,50 @@ impl TestApp {
     /// A script sending `token`.
     pub fn token_client(&self, token: &str) -> TokenClient {
         TokenClient::new(self.address, token)
+    }
+}
+
+/// One scrape of `GET /metrics`: each sample by its series as the
+/// exposition writes it (`name{label="value",…}`).
+pub struct Scrape(pub std::collections::HashMap<String, f64>);
+
+impl Scrape {
+    /// Reads the Prometheus text format at `address`.
+    pub async fn at(address: SocketAddr) -> Self {
+        let text = reqwest::get(format!("http://{address}/metrics"))
+            .await
+            .expect("the metrics listener answers")
+            .error_for_status()
+            .expect("GET /metrics succeeds")
+            .text()
+            .await
+            .expect("a text body");
+        let samples = text
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let (series, value) = line
+                    .rsplit_once(' ')
+                    .unwrap_or_else(|| panic!("a sample: {line}"));
+                let value = value.parse().unwrap_or_else(|_| panic!("a number: {line}"));
+                (series.to_owned(), value)
+            })
+            .collect();
+        Self(samples)
+    }
+
+    /// The sample of `series`, which must be exposed.
+    pub fn get(&self, series: &str) -> f64 {
+        *self
+            .0
+            .get(series)
+            .unwrap_or_else(|| panic!("no {series} among {:?}", self.0.keys()))
+    }
+}
+
+impl TestApp {
+    /// One scrape of this server's `GET /metrics`.
+    pub async fn scrape(&self) -> Scrape {
+        Scrape::at(self.metrics_address.expect("BLOGQL_METRICS_BIND is set")).await
     }
 }

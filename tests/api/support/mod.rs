@@ -33,9 +33,9 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 pub use actors::{Browser, TokenClient, concurrent_guesses};
-pub use app::TestApp;
+pub use app::{Scrape, TestApp};
 pub use database::TestDatabase;
-pub use process::{OwnRedis, Process, blogql, blogql_bin};
+pub use process::{OwnRedis, Process, blogql, blogql_bin, free_port};
 pub use socket::{LiveClient, Received};
 pub use stores::{Backend, Store};
 

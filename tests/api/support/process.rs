@@ -42,12 +42,24 @@ impl Process {
     /// Starts `blogql serve` on `database` with `env` under `prlimit`'s
     /// `limits` (`--nofile=256`, `--data=…`), and waits until it answers.
     pub async fn start(database: &TestDatabase, env: &[(&str, &str)], limits: &[&str]) -> Self {
+        Self::launch(database, env, limits, Logs::Read).await
+    }
+
+    /// As [`Process::start`], with its stderr a pipe that nobody reads:
+    /// once the pipe is full, every write to it would block.
+    pub async fn start_with_logs_unread(database: &TestDatabase, env: &[(&str, &str)]) -> Self {
+        Self::launch(database, env, &[], Logs::Unread).await
+    }
+
+    async fn launch(
+        database: &TestDatabase,
+        env: &[(&str, &str)],
+        limits: &[&str],
+        logs: Logs,
+    ) -> Self {
         use std::io::Read;
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let address: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
         let mut command = Command::new("prlimit");
         command
@@ -64,17 +76,23 @@ impl Process {
             command.env(name, value);
         }
         let mut child = command.spawn().expect("start blogql under prlimit");
-        // Read the log as it comes, so a full pipe never blocks the server.
-        let mut stderr = child.stderr.take().expect("a piped stderr");
-        let log = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
+        let log = match logs {
+            // Read the log as it comes, so a full pipe never blocks the server.
+            Logs::Read => {
+                let mut stderr = child.stderr.take().expect("a piped stderr");
+                Some(std::thread::spawn(move || {
+                    let mut text = String::new();
+                    let _ = stderr.read_to_string(&mut text);
+                    text
+                }))
+            }
+            // Held open (in `child`), never read.
+            Logs::Unread => None,
+        };
         let process = Self {
             address,
             child: Some(child),
-            log: Some(log),
+            log,
             _dir: dir,
         };
         let client = reqwest::Client::new();
@@ -156,8 +174,21 @@ impl Process {
         None
     }
 
-    /// Stops the process (if running) and returns everything it logged.
+    /// Stops the process (if running) as an operator does (SIGTERM, so
+    /// that it writes the lines still queued; killed if it has not exited
+    /// within 10 s), and returns everything it logged.
     pub fn log(mut self) -> String {
+        if let Some(child) = self.child.as_mut()
+            && matches!(child.try_wait(), Ok(None))
+        {
+            self.terminate();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline
+                && matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         self.kill();
         self.log
             .take()
@@ -177,6 +208,12 @@ impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Whether a [`Process`]'s stderr is read as it comes.
+enum Logs {
+    Read,
+    Unread,
 }
 
 /// A redis-server of this test's own, stopped when dropped.
@@ -209,10 +246,7 @@ impl OwnRedis {
 
     /// Starts redis-server on a free port.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         Self::start_on(port)
     }
 
@@ -248,4 +282,12 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A loopback port nobody listens on just now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
 }
