@@ -462,3 +462,46 @@ async fn logs_are_json_lines_when_asked_and_never_carry_colour_codes_into_a_pipe
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("BLOGQL_LOG_FORMAT"), "{stderr}");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_that_arrived_as_the_server_stopped_is_answered() {
+    // Keep-alive connections, each idle after one answer, then one more
+    // request on each, written just before the server is told to stop
+    // (without yielding: the server has not read them yet). Each is
+    // answered, and then its connection closes; none is cut unanswered,
+    // which a proxy could not safely send again for a POST.
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const CONNECTIONS: usize = 40;
+    let app = TestApp::spawn().await;
+    let body = r#"{"query":"{ me { username } }"}"#;
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len(),
+    );
+    let mut sockets = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut socket = tokio::net::TcpStream::connect(app.address).await.unwrap();
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0; 4096];
+        let read = socket.read(&mut answer).await.unwrap();
+        assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+        sockets.push(socket);
+    }
+    for socket in &sockets {
+        let written = socket.try_write(request.as_bytes()).unwrap();
+        assert_eq!(written, request.len());
+    }
+    app.stop().await;
+    let mut cut = 0;
+    for mut socket in sockets {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
+            .await
+            .expect("the connection closes after its answer");
+        if read.is_err() || !answer.starts_with(b"HTTP/1.1 200") {
+            cut += 1;
+        }
+    }
+    assert_eq!(cut, 0, "{cut} of {CONNECTIONS} requests cut unanswered");
+}

@@ -52,6 +52,12 @@ impl Conn {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 
+    /// Whether the first bytes of a request head have arrived (and the
+    /// request has not begun).
+    pub(super) fn head_arriving(&self) -> bool {
+        self.head_started.load(Ordering::Acquire) != 0
+    }
+
     /// Idle, or only waiting for request bodies: nothing is lost by closing it.
     pub(super) fn is_sheddable(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) <= self.uploading.load(Ordering::Acquire)

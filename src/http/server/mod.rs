@@ -13,9 +13,10 @@
 //! far as the system allows at start-up). At the cap a new connection
 //! takes the place of the longest-idle one, as nginx does, so silent
 //! sockets cannot crowd out clients that talk; only when every connection
-//! is busy is the new one closed. On shutdown idle connections close at
-//! once, busy ones finish their request within the grace period, and then
-//! whatever is left is dropped.
+//! is busy is the new one closed. On shutdown busy connections finish
+//! their request within the grace period, its answer their last; idle ones
+//! linger a moment (`IDLE_LINGER`) to answer a request already on its way,
+//! then close; whatever is left at the end of the grace period is dropped.
 
 use std::future::Future;
 use std::io;
@@ -41,6 +42,10 @@ const RESERVED_FILES: u64 = 128;
 const MAX_STREAMS: u32 = 16;
 /// How long a new connection waits at the cap for a shed one to close.
 const SHED_WAIT: Duration = Duration::from_secs(1);
+/// At shutdown, how long an idle keep-alive connection stays open to
+/// answer a request already sent on it (arrived, or on its way from a
+/// proxy on the same network), before it closes.
+const IDLE_LINGER: Duration = Duration::from_millis(100);
 
 mod connections;
 
@@ -154,13 +159,27 @@ async fn serve_connection(
         id: conn.id,
     };
     let tracked = conn.clone();
+    let stop_flag = stopping.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let busy = tracked.begin_request();
+        let http1 = request.version() < hyper::Version::HTTP_2;
         let request = request.map(|body| axum::body::Body::new(Upload::new(body, &tracked)));
         let router = router.clone();
+        let stop_flag = stop_flag.clone();
         async move {
-            let response = router.oneshot(request).await;
+            let mut response = router.oneshot(request).await;
+            // Stopping: this answer is the connection's last (HTTP/2 says
+            // so with GOAWAY instead).
+            if http1
+                && *stop_flag.borrow()
+                && let Ok(response) = &mut response
+            {
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
             drop(busy);
             response
         }
@@ -173,12 +192,21 @@ async fn serve_connection(
         .serve_connection_with_upgrades(io, service)
         .into_owned();
     tokio::pin!(connection);
+    // At shutdown a busy connection finishes its request, its answer the
+    // last; an idle one lingers first, in case a request is already on
+    // its way (closing with it unread would reset the connection, and a
+    // proxy cannot safely send a POST again).
     let mut draining = *stopping.borrow();
     if draining {
         connection.as_mut().graceful_shutdown();
     }
+    let linger = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(linger);
+    let mut lingering = false;
     loop {
         tokio::select! {
+            // The connection first: what it has read decides whether it is idle.
+            biased;
             served = connection.as_mut() => {
                 if let Err(err) = served {
                     tracing::debug!(error = %err, "connection ended with an error");
@@ -188,10 +216,26 @@ async fn serve_connection(
             () = conn.close.notified() => break,
             changed = stopping.changed(), if !draining => {
                 draining = true;
-                if changed.is_err() || conn.is_idle() {
+                if changed.is_err() {
                     break;
                 }
-                connection.as_mut().graceful_shutdown();
+                if conn.is_idle() {
+                    lingering = true;
+                    linger.as_mut().reset(tokio::time::Instant::now() + IDLE_LINGER);
+                } else {
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            () = linger.as_mut(), if lingering => {
+                lingering = false;
+                if !conn.is_idle() {
+                    // A request arrived meanwhile: its answer is the last.
+                    connection.as_mut().graceful_shutdown();
+                } else if !conn.head_arriving() {
+                    break;
+                }
+                // A head still arriving becomes a request whose answer says
+                // `Connection: close` (or the head timeout closes it).
             }
         }
     }
