@@ -118,8 +118,22 @@ async fn measure_all(args: &Args, url: &str, redis: &BenchRedis, work: &Path) ->
         ("PostgreSQL + Redis", Some(redis)),
         ("PostgreSQL alone", None),
     ] {
-        let a = Server::start(url, redis, &folder(work, &format!("{label} a"))?).await?;
-        let b = Server::start(url, redis, &folder(work, &format!("{label} b"))?).await?;
+        let a = Server::start(
+            url,
+            redis,
+            &folder(work, &format!("{label} a"))?,
+            "server",
+            &[],
+        )
+        .await?;
+        let b = Server::start(
+            url,
+            redis,
+            &folder(work, &format!("{label} b"))?,
+            "server",
+            &[],
+        )
+        .await?;
         let posts = cross_instance_posts(&a, &b, args.posts).await?;
         println!(
             "{label}: createPost on A -> postCreated on B, {}",
@@ -133,7 +147,7 @@ async fn measure_all(args: &Args, url: &str, redis: &BenchRedis, work: &Path) ->
         a.stop().await;
         b.stop().await;
     }
-    let server = Server::start(url, Some(redis), &folder(work, "fan-out")?).await?;
+    let server = Server::start(url, Some(redis), &folder(work, "fan-out")?, "server", &[]).await?;
     fan_out(&server, args.subscribers, args.fanout_posts).await?;
     server.stop().await;
     Ok(())

@@ -153,6 +153,10 @@ async fn run(args: Args) -> BenchResult<()> {
     }
 
     let redis = (args.store == StoreChoice::Redis).then(BenchRedis::new);
+    let compare = (!args.compare.is_empty()).then(|| Compare {
+        settings: args.compare.clone(),
+        rounds: args.rounds,
+    });
     for db in dbs {
         let section = run_db(
             db,
@@ -161,6 +165,7 @@ async fn run(args: Args) -> BenchResult<()> {
             ceiling,
             shape,
             login_ceiling.as_ref(),
+            compare.as_ref(),
         )
         .await?;
         print!("{section}");
@@ -171,7 +176,15 @@ async fn run(args: Args) -> BenchResult<()> {
     Ok(())
 }
 
-/// Runs every scenario against blogql on `db`, and returns its report section.
+/// `--compare`: blogql with these settings against its defaults.
+struct Compare {
+    settings: Vec<(String, String)>,
+    rounds: u32,
+}
+
+/// Runs every scenario against blogql on `db` (or, with `compare`, blogql
+/// against itself with other settings), and returns its report section.
+#[allow(clippy::too_many_arguments)]
 async fn run_db(
     db: Db,
     redis: Option<&BenchRedis>,
@@ -179,6 +192,7 @@ async fn run_db(
     ceiling: SocketAddr,
     shape: LoadShape,
     login_ceiling: Option<&LoginCeiling>,
+    compare: Option<&Compare>,
 ) -> BenchResult<String> {
     let label = match redis {
         Some(_) => format!("{} + Redis", db.label()),
@@ -199,8 +213,37 @@ async fn run_db(
 
     // Ctrl-C drops the inner future, and with it the server (kill_on_drop),
     // so the database can still be dropped below.
+    let measured = async {
+        match compare {
+            Some(compare) => {
+                run_compare(
+                    &label,
+                    &database_url,
+                    redis,
+                    work.path(),
+                    scenarios,
+                    shape,
+                    compare,
+                )
+                .await
+            }
+            None => {
+                run_db_inner(
+                    &label,
+                    &database_url,
+                    redis,
+                    work.path(),
+                    scenarios,
+                    ceiling,
+                    shape,
+                    login_ceiling,
+                )
+                .await
+            }
+        }
+    };
     let outcome = tokio::select! {
-        outcome = run_db_inner(&label, &database_url, redis, work.path(), scenarios, ceiling, shape, login_ceiling) => outcome,
+        outcome = measured => outcome,
         _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
     };
 
@@ -228,7 +271,7 @@ async fn run_db_inner(
     shape: LoadShape,
     login_ceiling: Option<&LoginCeiling>,
 ) -> BenchResult<String> {
-    let mut server = Server::start(database_url, redis, work).await?;
+    let mut server = Server::start(database_url, redis, work, "server", &[]).await?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
@@ -286,4 +329,96 @@ async fn run_db_inner(
     };
     server.stop().await;
     Ok(render_section(label, &rows, &rss, login_ceiling))
+}
+
+/// `--compare`: blogql at its defaults (A) and with `compare.settings` (B),
+/// both serving one seeded database, each scenario measured in alternating
+/// runs (A B, B A, A B, …, so that a drift of the machine falls on both).
+/// Reports every run, each side's mean and spread, and B's mean as a share
+/// of A's.
+async fn run_compare(
+    label: &str,
+    database_url: &str,
+    redis: Option<&BenchRedis>,
+    work: &Path,
+    scenarios: &[Scenario],
+    shape: LoadShape,
+    compare: &Compare,
+) -> BenchResult<String> {
+    let changed = compare
+        .settings
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut a = Server::start(database_url, redis, work, "server-a", &[]).await?;
+    let mut b = Server::start(database_url, redis, work, "server-b", &compare.settings).await?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let graphql_url = format!("http://{}/graphql", a.addr);
+    let seed = seed(
+        &client,
+        &graphql_url,
+        scenarios.contains(&Scenario::MeToken),
+    )
+    .await
+    .map_err(|e| a.explain(e))?;
+    let mut section = format!(
+        "\n## {label}: A = defaults, B = {changed} ({} alternating rounds)\n\n\
+         | scenario | A ok req/s (runs) | B ok req/s (runs) | B / A | A p99 | B p99 |\n\
+         |---|---|---|---|---|---|\n",
+        compare.rounds
+    );
+    for &scenario in scenarios {
+        preflight(&client, &graphql_url, scenario, &seed).await;
+        let script = write_script(work, scenario, &seed)?;
+        let (mut runs_a, mut runs_b) = (Vec::new(), Vec::new());
+        for round in 0..compare.rounds {
+            let order = if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for is_a in order {
+                let server = if is_a { &mut a } else { &mut b };
+                let result = measure(&script, server.addr, shape).await?;
+                server.check_alive().await?;
+                println!(
+                    "{:<12} round {} {}: {:>9.0} ok req/s, p99 {:.2} ms, non-ok {}",
+                    scenario.name(),
+                    round + 1,
+                    if is_a { "A" } else { "B" },
+                    result.ok_per_sec(),
+                    result.p99_us as f64 / 1000.0,
+                    result.non_ok()
+                );
+                if is_a { &mut runs_a } else { &mut runs_b }.push(result);
+            }
+        }
+        let summary = |runs: &[wrk::WrkResult]| {
+            let rates: Vec<f64> = runs.iter().map(wrk::WrkResult::ok_per_sec).collect();
+            let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+            let listed = rates
+                .iter()
+                .map(|r| format!("{r:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let p99 = runs.iter().map(|r| r.p99_us).max().unwrap_or_default() as f64 / 1000.0;
+            (mean, format!("{mean:.0} ({listed})"), p99)
+        };
+        let (mean_a, text_a, p99_a) = summary(&runs_a);
+        let (mean_b, text_b, p99_b) = summary(&runs_b);
+        let line = format!(
+            "| {} | {text_a} | {text_b} | {:.1}% | {p99_a:.2} ms | {p99_b:.2} ms |\n",
+            scenario.name(),
+            percent(mean_b, mean_a),
+        );
+        print!("{line}");
+        section.push_str(&line);
+    }
+    a.stop().await;
+    b.stop().await;
+    Ok(section)
 }

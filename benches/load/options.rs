@@ -35,9 +35,28 @@ pub struct Args {
     /// that wrk and the scripts work.
     #[arg(long)]
     pub ceiling_only: bool,
+    /// Compare blogql at its defaults (A) with blogql given these settings
+    /// (B: `NAME=VALUE`, comma-separated), two servers on one database,
+    /// measured in alternating runs (A B, then B A, …) instead of the
+    /// report against the ceiling.
+    #[arg(long, value_delimiter = ',', value_parser = parse_setting)]
+    pub compare: Vec<(String, String)>,
+    /// Alternating rounds of `--compare` (each round runs A and B once).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Passed by `cargo bench` to every bench binary; ignored.
     #[arg(long, hide = true)]
     pub bench: bool,
+}
+
+/// `NAME=VALUE`, a setting of blogql's (`BLOGQL_…`).
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if name.starts_with("BLOGQL_") => {
+            Ok((name.to_owned(), value.to_owned()))
+        }
+        _ => Err(format!("{text:?}: expected BLOGQL_NAME=VALUE")),
+    }
 }
 
 /// The `--db` choice.

@@ -38,14 +38,17 @@ pub struct Server {
 
 impl Server {
     /// Starts the release-built `blogql` on a free loopback port with
-    /// `database_url`, and waits until `/readyz` answers 200.
+    /// `database_url` and `settings` (none: its defaults), logging to
+    /// `work/{name}.log`, and waits until `/readyz` answers 200.
     pub async fn start(
         database_url: &str,
         redis: Option<&BenchRedis>,
         work: &Path,
+        name: &str,
+        settings: &[(String, String)],
     ) -> BenchResult<Server> {
         let addr = free_port()?;
-        let log = work.join("server.log");
+        let log = work.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log)
             .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let log_err = log_file
@@ -78,6 +81,7 @@ impl Server {
                 .env("REDIS_URL", &redis.url)
                 .env("BLOGQL_REDIS_KEY_PREFIX", &redis.prefix);
         }
+        command.envs(settings.iter().map(|(name, value)| (name, value)));
         let child = command
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", server_binary()))?;
