@@ -4,8 +4,8 @@ use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use blogql::config::{Cli, Command, LogFormat};
+use blogql::telemetry::logs::{LineFormat, LogFlusher, LogWriter, install_access_log};
 use clap::Parser;
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -13,39 +13,30 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Exit code for a bad setting or an unusable environment.
 const BAD_SETTING: u8 = 2;
 
-/// Lines waiting for stderr before new ones are dropped (and counted).
-const LOG_BACKLOG_LINES: usize = 8192;
-
 /// Logs to stderr in `format`, filtered by `RUST_LOG`; terminal colour
 /// codes only when stderr is a terminal (never into files or journald).
 ///
-/// A line is handed to a thread of its own that writes it: a request never
-/// waits for stderr (a full pipe, a slow journald). When that thread falls
-/// [`LOG_BACKLOG_LINES`] behind, lines are dropped and counted
-/// (`blogql_log_lines_dropped_total`) rather than blocking. The thread
-/// writes what has queued up at once, so a burst is one write. Lines still
-/// queued are written when the returned guard is dropped.
-fn init_logs(format: LogFormat) -> WorkerGuard {
+/// A line is written by a thread of its own (`telemetry::logs`): a request
+/// never waits for stderr, and when stderr falls behind by a megabyte,
+/// lines are dropped and counted (`blogql_log_lines_dropped_total`)
+/// rather than blocking. Lines still pending are written when the
+/// returned guard is dropped.
+fn init_logs(format: LogFormat) -> LogFlusher {
     let filter = blogql::config::log_filter(std::env::var("RUST_LOG").ok().as_deref());
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_BACKLOG_LINES)
-        .thread_name("blogql-logs")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    let dropped = writer.error_counter();
-    blogql::telemetry::count_log_drops(move || dropped.dropped_lines() as u64);
-    let logs = tracing_subscriber::fmt()
+    let (writer, flusher) = LogWriter::to_stderr();
+    let counted = writer.clone();
+    blogql::telemetry::count_log_drops(move || counted.dropped_lines());
+    let format = LineFormat {
+        json: format == LogFormat::Json,
+        ansi: std::io::stderr().is_terminal(),
+    };
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
-    guard
+        .with_writer(writer.clone())
+        .event_format(format)
+        .init();
+    install_access_log(writer, format);
+    flusher
 }
 
 #[tokio::main]

@@ -15,6 +15,7 @@ use axum::response::Response;
 
 use super::respond::AnsweredCodes;
 use crate::auth::Via;
+use crate::telemetry::logs::AccessLine;
 use crate::telemetry::{self, CorrelationId, Metrics, Operation};
 
 /// The longest path and operation name a line carries, in characters.
@@ -85,21 +86,21 @@ pub async fn layer(State(access): State<Access>, request: Request, next: Next) -
             Some(Via::Cookie) => "cookie",
             Some(Via::Token) => "token",
         };
-        tracing::info!(
-            target: "blogql::access",
-            method = method.as_str(),
-            path = capped(uri.path()),
-            status = response.status().as_u16(),
-            operation = graphql.map(|operation| operation.kind.as_str()),
-            operation_name = graphql
+        let id = id.hex();
+        AccessLine {
+            method: method.as_str(),
+            path: capped(uri.path()),
+            status: response.status().as_u16(),
+            operation: graphql.map(|operation| operation.kind.as_str()),
+            operation_name: graphql
                 .and_then(|operation| operation.name.as_ref())
                 .map(|name| capped(name.as_str())),
-            outcome = graphql.map(|_| codes.first().map_or("OK", |code| code.as_str())),
-            duration_ms = took.as_secs_f64() * 1000.0,
-            correlation_id = %id,
+            outcome: graphql.map(|_| codes.first().map_or("OK", |code| code.as_str())),
+            took,
+            correlation_id: id.as_str(),
             caller,
-            "request"
-        );
+        }
+        .write();
     }
     response
 }

@@ -16,6 +16,7 @@
 //! reads (the OpenMetrics output of `prometheus-client` names a counter's
 //! family without its `_total`, which promtool's linter rejects).
 
+pub mod logs;
 mod scope;
 
 pub use scope::{CorrelationId, correlation_id, in_scope, store_failed};

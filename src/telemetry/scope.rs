@@ -25,9 +25,32 @@ impl Default for CorrelationId {
     }
 }
 
+impl CorrelationId {
+    /// The 16 hex digits, without `fmt` (the access log writes one per
+    /// request).
+    pub fn hex(self) -> Hex {
+        let mut digits = [0; 16];
+        for (at, digit) in digits.iter_mut().enumerate() {
+            let nibble = (self.0 >> (60 - 4 * at)) & 0xf;
+            *digit = b"0123456789abcdef"[nibble as usize];
+        }
+        Hex(digits)
+    }
+}
+
+/// A correlation ID's digits.
+pub struct Hex([u8; 16]);
+
+impl Hex {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and letters were written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for CorrelationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        f.write_str(self.hex().as_str())
     }
 }
 
@@ -61,4 +84,16 @@ pub fn correlation_id() -> CorrelationId {
 /// request, nothing: background work logs its own).
 pub fn store_failed(store: Store) {
     let _ = SCOPE.try_with(|scope| scope.metrics.store_failed(store));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_correlation_id_is_16_hex_digits() {
+        for value in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(CorrelationId(value).to_string(), format!("{value:016x}"));
+        }
+    }
 }
