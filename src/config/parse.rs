@@ -159,15 +159,14 @@ pub fn redis(
     }
     match url.map(str::trim) {
         None | Some("") => Ok(None),
-        Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            Ok(Some(RedisConfig {
-                url: url.to_owned(),
-                key_prefix: prefix.to_owned(),
-            }))
-        }
-        Some(_) => Err(bad(
+        Some(url) if url.starts_with("redis://") => Ok(Some(RedisConfig {
+            url: url.to_owned(),
+            key_prefix: prefix.to_owned(),
+        })),
+        Some(url) if url.starts_with("rediss://") => Err(bad(
             url_name,
-            "expected redis://HOST:PORT (or rediss:// for TLS)",
+            "rediss:// (TLS) is not built in: use redis:// on loopback or a private network",
         )),
+        Some(_) => Err(bad(url_name, "expected redis://HOST:PORT[/DB]")),
     }
 }

@@ -59,6 +59,7 @@ fn a_bad_setting_stops_with_one_line_naming_it_and_exit_code_2() {
         ("BLOGQL_REQUEST_TIMEOUT", "soon"),
         ("BLOGQL_SHUTDOWN_GRACE", "-1s"),
         ("REDIS_URL", "memcached://127.0.0.1:11211"),
+        ("REDIS_URL", "rediss://127.0.0.1:6380"),
         ("BLOGQL_REDIS_KEY_PREFIX", "{bq}"),
         ("BLOGQL_ACCESS_LOG", "sometimes"),
         ("BLOGQL_METRICS_BIND", "localhost:9100"),
