@@ -275,15 +275,6 @@ impl LineFormat {
             out.push('\n');
         }
     }
-
-    /// One field whose value is text.
-    fn field(&self, out: &mut String, name: &str, text: &str) {
-        if self.json {
-            json_field(out, name, text);
-        } else {
-            text_field(out, name, text);
-        }
-    }
 }
 
 /// `took` in milliseconds with three decimals (`1.058`), written into
@@ -383,38 +374,67 @@ impl AccessLine<'_> {
         });
     }
 
+    /// Every value but the path is a word that needs no quoting or
+    /// escaping: ours (operation, outcome, caller, correlation ID,
+    /// digits), an HTTP method (a token: no space, quote, `=` or `\\`) or
+    /// a GraphQL name (letters, digits, `_`). So each separator is written
+    /// with its key in one piece, and only the path is checked.
     fn lay_out(&self, format: LineFormat, out: &mut String) {
-        format.head(out, tracing::Level::INFO, ACCESS_TARGET);
-        format.field(out, "message", "request");
-        format.field(out, "method", self.method);
-        format.field(out, "path", self.path);
-        if format.json {
-            json_key(out, "status");
-        } else {
-            text_key(out, "status");
-        }
-        out.push_str(itoa::Buffer::new().format(self.status));
-        let optional = [
-            ("operation", self.operation),
-            ("operation_name", self.operation_name),
-            ("outcome", self.outcome),
-        ];
-        for (name, value) in optional {
-            if let Some(value) = value {
-                format.field(out, name, value);
-            }
-        }
-        // A number in JSON, as tracing writes an `f64`.
         let mut buffer = [0; 24];
         let milliseconds = millis(self.took, &mut buffer);
+        let mut status = itoa::Buffer::new();
+        let status = status.format(self.status);
+        format.head(out, tracing::Level::INFO, ACCESS_TARGET);
+        let optional = [
+            (" operation=", ",\"operation\":\"", self.operation),
+            (
+                " operation_name=",
+                ",\"operation_name\":\"",
+                self.operation_name,
+            ),
+            (" outcome=", ",\"outcome\":\"", self.outcome),
+        ];
         if format.json {
-            json_key(out, "duration_ms");
+            out.push_str(",\"message\":\"request\",\"method\":\"");
+            out.push_str(self.method);
+            out.push('"');
+            json_field(out, "path", self.path);
+            out.push_str(",\"status\":");
+            out.push_str(status);
+            for (_, key, value) in optional {
+                if let Some(value) = value {
+                    out.push_str(key);
+                    out.push_str(value);
+                    out.push('"');
+                }
+            }
+            // A number, as tracing writes an `f64`.
+            out.push_str(",\"duration_ms\":");
             out.push_str(milliseconds);
+            out.push_str(",\"correlation_id\":\"");
+            out.push_str(self.correlation_id);
+            out.push_str("\",\"caller\":\"");
+            out.push_str(self.caller);
+            out.push('"');
         } else {
-            format.field(out, "duration_ms", milliseconds);
+            out.push_str(" request method=");
+            out.push_str(self.method);
+            text_field(out, "path", self.path);
+            out.push_str(" status=");
+            out.push_str(status);
+            for (key, _, value) in optional {
+                if let Some(value) = value {
+                    out.push_str(key);
+                    out.push_str(value);
+                }
+            }
+            out.push_str(" duration_ms=");
+            out.push_str(milliseconds);
+            out.push_str(" correlation_id=");
+            out.push_str(self.correlation_id);
+            out.push_str(" caller=");
+            out.push_str(self.caller);
         }
-        format.field(out, "correlation_id", self.correlation_id);
-        format.field(out, "caller", self.caller);
         format.tail(out, ACCESS_TARGET);
     }
 }
