@@ -138,6 +138,8 @@ pub struct Metrics {
 struct Handles {
     /// Renders the exposition; `None` when metrics are off.
     exposition: Option<PrometheusHandle>,
+    /// The task that folds recorded durations into their buckets.
+    upkeep: Option<tokio::task::AbortHandle>,
     /// By operation, then outcome (`OK`, then each error code).
     requests: Vec<Counter>,
     durations: Vec<Histogram>,
@@ -157,13 +159,21 @@ struct Handles {
     log_lines_dropped: Counter,
 }
 
+impl Drop for Handles {
+    fn drop(&mut self) {
+        if let Some(upkeep) = &self.upkeep {
+            upkeep.abort();
+        }
+    }
+}
+
 /// Outcomes of a request, as labels: `OK`, then every error code.
 const OUTCOMES: usize = ErrorCode::ALL.len() + 1;
 
 impl Metrics {
     /// Metrics that record nothing (`BLOGQL_METRICS_BIND` unset).
     pub fn off() -> Self {
-        Self::register(None)
+        Self::register(None, None)
     }
 
     /// Metrics recorded for `GET /metrics`; folded into their buckets by a
@@ -174,19 +184,23 @@ impl Metrics {
             .map(PrometheusBuilder::build_recorder)
             // Only an empty bucket list is refused: ours is not.
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
-        let metrics = Self::register(Some(&recorder));
         let handle = recorder.handle();
-        tokio::spawn(async move {
+        let upkeep = tokio::spawn(async move {
             let mut every = tokio::time::interval(UPKEEP_EVERY);
             loop {
                 every.tick().await;
                 handle.run_upkeep();
             }
         });
-        metrics
+        Self::register(Some(&recorder), Some(upkeep.abort_handle()))
     }
 
-    fn register(recorder: Option<&PrometheusRecorder>) -> Self {
+    /// Every handle, on `recorder` (no-ops without one); `upkeep` is
+    /// stopped with the last clone.
+    fn register(
+        recorder: Option<&PrometheusRecorder>,
+        upkeep: Option<tokio::task::AbortHandle>,
+    ) -> Self {
         let r = Registrar(recorder);
         let mut requests = Vec::with_capacity(Operation::ALL.len() * OUTCOMES);
         for operation in Operation::ALL {
@@ -200,6 +214,7 @@ impl Metrics {
         }
         let handles = Handles {
             exposition: recorder.map(PrometheusRecorder::handle),
+            upkeep,
             requests,
             durations: Operation::ALL
                 .iter()
