@@ -43,6 +43,7 @@ mod backends;
 mod ceiling;
 mod databases;
 mod options;
+mod pgbench;
 mod report;
 mod seed;
 mod server;
@@ -289,6 +290,7 @@ async fn run_db_inner(
     let seeded_rss = server.peak_rss_kib();
 
     let mut rows = Vec::new();
+    let mut insert_rate = None;
     for &scenario in scenarios {
         preflight(&client, &graphql_url, scenario, &seed).await;
         let script = write_script(work, scenario, &seed)?;
@@ -320,6 +322,11 @@ async fn run_db_inner(
             ceiling: ceiling_result,
             peak_rss_kib,
         });
+        if scenario == Scenario::CreatePost && database_url.starts_with("postgres") {
+            let tps = pgbench::insert_rate(database_url, work, shape).await?;
+            println!("pgbench, the same INSERT … RETURNING: {tps:.0} tps");
+            insert_rate = Some(tps);
+        }
     }
 
     let rss = RssCheckpoints {
@@ -328,7 +335,13 @@ async fn run_db_inner(
         end: server.peak_rss_kib(),
     };
     server.stop().await;
-    Ok(render_section(label, &rows, &rss, login_ceiling))
+    Ok(render_section(
+        label,
+        &rows,
+        &rss,
+        login_ceiling,
+        insert_rate,
+    ))
 }
 
 /// `--compare`: blogql at its defaults (A) and with `compare.settings` (B),

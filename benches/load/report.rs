@@ -29,12 +29,14 @@ pub struct RssCheckpoints {
     pub end: Option<u64>,
 }
 
-/// Renders one database's table, its final peak RSS and the login ceiling.
+/// Renders one database's table, its final peak RSS, the login ceiling
+/// and (PostgreSQL) pgbench's rate for `create_post`'s statement.
 pub fn render_section(
     label: &str,
     rows: &[Row],
     rss: &RssCheckpoints,
     login_ceiling: Option<&LoginCeiling>,
+    insert_rate: Option<f64>,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n## {label}\n");
@@ -64,6 +66,19 @@ pub fn render_section(
         mib(rss.seeded),
         mib(rss.end),
     );
+    if let Some(tps) = insert_rate
+        && let Some(row) = rows.iter().find(|r| r.scenario == Scenario::CreatePost)
+    {
+        let _ = writeln!(
+            out,
+            "\npgbench, right after create_post, on the same database over as many \
+             connections as blogql's pool ({}), running its single-row INSERT … RETURNING: \
+             {tps:.0} tps; create_post reached {:.0} ok req/s = {:.1}% of it.",
+            blogql::db::POSTGRES_POOL_SIZE,
+            row.blogql.ok_per_sec(),
+            percent(row.blogql.ok_per_sec(), tps)
+        );
+    }
     if let Some(lc) = login_ceiling {
         let _ = write!(out, "\n{}", login_ceiling_line(lc));
         match rows.iter().find(|r| r.scenario == Scenario::Login) {

@@ -57,7 +57,8 @@ const POSTGRES_SETUP: &str = "SET statement_timeout = '5s'; SET lock_timeout = '
 const SQLITE_READ_POOL_SIZE: usize = 8;
 /// SQLite has one writer at a time: our writes queue here, not on the lock.
 const SQLITE_WRITE_POOL_SIZE: usize = 1;
-const POSTGRES_POOL_SIZE: usize = 16;
+/// Connections to PostgreSQL (the benchmark gives pgbench as many).
+pub const POSTGRES_POOL_SIZE: usize = 16;
 /// How long a request waits for a free connection (or a new one) before failing.
 const POOL_TIMEOUT: Duration = Duration::from_secs(10);
 
