@@ -67,11 +67,10 @@ impl LineFormat {
     fn lay_out(&self, out: &mut String, event: &tracing::Event<'_>) {
         let metadata = event.metadata();
         self.head(out, *metadata.level(), metadata.target());
-        if self.json {
-            event.record(&mut JsonFields { out: &mut *out });
-        } else {
-            event.record(&mut TextFields { out: &mut *out });
-        }
+        event.record(&mut Fields {
+            out: &mut *out,
+            json: self.json,
+        });
         self.tail(out, metadata.target());
     }
 
@@ -165,18 +164,28 @@ fn write_timestamp(out: &mut String) {
     out.push_str(std::str::from_utf8(&fraction).unwrap_or(".000000Z"));
 }
 
-/// Fields as ` message key=value key="a value"` (`logfmt`).
-struct TextFields<'a> {
+/// An event's fields: as text, ` message key=value key="a value"`
+/// (`logfmt`); as JSON, `,"key":value`.
+struct Fields<'a> {
     out: &'a mut String,
+    json: bool,
 }
 
-impl TextFields<'_> {
+impl Fields<'_> {
     fn key(&mut self, field: &Field) {
-        text_key(self.out, field.name());
+        if self.json {
+            json_key(self.out, field.name());
+        } else {
+            text_key(self.out, field.name());
+        }
     }
 
     fn text(&mut self, field: &Field, text: &str) {
-        text_field(self.out, field.name(), text);
+        if self.json {
+            json_field(self.out, field.name(), text);
+        } else {
+            text_field(self.out, field.name(), text);
+        }
     }
 }
 
@@ -218,7 +227,7 @@ fn json_key(out: &mut String, name: &str) {
     out.push_str("\":");
 }
 
-impl Visit for TextFields<'_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.text(field, value);
     }
@@ -233,53 +242,11 @@ impl Visit for TextFields<'_> {
         self.out.push_str(itoa::Buffer::new().format(value));
     }
 
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.key(field);
-        self.out.push_str(if value { "true" } else { "false" });
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            // Bare: written as it is formatted.
-            self.key(field);
-            let _ = write!(self.out, "{value:?}");
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if !self.json {
+            self.record_debug(field, &value);
             return;
         }
-        with_scratch(|scratch| {
-            if write!(scratch, "{value:?}").is_ok() {
-                self.text(field, scratch);
-            }
-        });
-    }
-}
-
-/// Fields as `,"key":value`.
-struct JsonFields<'a> {
-    out: &'a mut String,
-}
-
-impl JsonFields<'_> {
-    fn key(&mut self, field: &Field) {
-        json_key(self.out, field.name());
-    }
-}
-
-impl Visit for JsonFields<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        json_field(self.out, field.name(), value);
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.key(field);
-        self.out.push_str(itoa::Buffer::new().format(value));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.key(field);
-        self.out.push_str(itoa::Buffer::new().format(value));
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
         self.key(field);
         if value.is_finite() {
             let _ = write!(self.out, "{value}");
@@ -294,10 +261,15 @@ impl Visit for JsonFields<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if !self.json && field.name() == "message" {
+            // Bare: written as it is formatted.
+            self.key(field);
+            let _ = write!(self.out, "{value:?}");
+            return;
+        }
         with_scratch(|scratch| {
             if write!(scratch, "{value:?}").is_ok() {
-                self.key(field);
-                write_json_string(self.out, scratch);
+                self.text(field, scratch);
             }
         });
     }
