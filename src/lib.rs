@@ -27,6 +27,9 @@ pub mod redis;
 /// pub/sub): sessions that ended, posts that changed, and whether the bus
 /// is provably connected. Uses: db, redis.
 pub mod events;
+/// Copies served from memory only while the bus proves them current:
+/// the rule every cache follows, and its bounds. Uses: events.
+pub mod cache;
 /// The operator's view: Prometheus metrics (closed label sets, registered
 /// at start-up), the request's correlation ID, dropped log lines. Uses:
 /// codes, db, events.
@@ -35,8 +38,8 @@ pub mod telemetry;
 /// Redis. Uses: redis, clock.
 pub mod persisted;
 /// Users and roles, passwords (argon2 on dedicated threads), throttling
-/// logins and registrations (SQL | Redis), API tokens. Uses: db, redis,
-/// clock, validate, pages.
+/// logins and registrations (SQL | Redis), API tokens (remembered).
+/// Uses: db, redis, events, cache, clock, validate, pages.
 pub mod accounts;
 /// The session service (ending sessions with a reason, announced on the
 /// bus), the request's session and its cookie, the store (SQL | Redis).
@@ -174,6 +177,7 @@ impl App {
             passwords,
             throttle: throttle.clone(),
             sessions: sessions.clone(),
+            tokens: accounts::tokens::Tokens::new(&db, &events),
             users,
             feed: live::PostFeed::start(db.clone(), &events).await,
             events: events.clone(),

@@ -56,6 +56,8 @@ impl PostFeed {
         newest: i64,
     ) {
         let mut generation = events.generation();
+        let mut now_and_then = tokio::time::interval(CATCH_UP_EVERY);
+        now_and_then.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sent = Sent {
             recent: std::collections::VecDeque::new(),
             newest,
@@ -76,6 +78,13 @@ impl PostFeed {
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
+                // An event lost between its post's commit and its
+                // publishing (that instance died): found here.
+                _ = now_and_then.tick() => {
+                    if self.posts.receiver_count() > 0 {
+                        self.catch_up(&db, &mut sent).await;
+                    }
+                }
                 changed = generation.changed() => {
                     if changed.is_err() {
                         return;
@@ -125,6 +134,9 @@ impl PostFeed {
 
 /// Posts a catch-up announces at most (a longer gap loses the older).
 const CATCH_UP: i64 = FEED_BACKLOG as i64;
+/// How often the feed looks for posts whose event was lost, while anyone
+/// subscribes.
+const CATCH_UP_EVERY: Duration = Duration::from_secs(5);
 
 /// The posts announced lately, so that one heard again (on the bus after
 /// a catch-up found it) goes out once.

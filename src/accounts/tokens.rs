@@ -7,6 +7,10 @@
 //! force could reverse. A token authenticates as its owner with the owner's
 //! role as it is now (read with the token, never copied into it); revoking
 //! deletes it, so it fails at its next request.
+//!
+//! [`Tokens`] answers a token from memory (see [`crate::cache`]): every
+//! revocation, and every change of its owner's role or sessions, is
+//! announced on the bus and forgets the copies of that owner's tokens.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -15,9 +19,13 @@ use diesel_async::RunQueryDsl;
 use sha2::{Digest, Sha256};
 use time::PrimitiveDateTime;
 
+use std::sync::Arc;
+
 use super::{AccountError, User};
+use crate::cache::{Bounds, Cache, Weigh};
 use crate::db::schema::{api_tokens, users};
 use crate::db::{Db, DbError, now, with_conn};
+use crate::events::{Event, Events};
 use crate::validate;
 
 /// What every token starts with, so that a leaked one is recognisable
@@ -68,8 +76,8 @@ impl std::fmt::Debug for PlainToken {
 
 /// The stored form of a token: its SHA-256, hex. Only a token's own hash
 /// can be made, so a plaintext never reaches a query.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct TokenHash(String);
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenHash(String);
 
 impl TokenHash {
     fn of(token: &str) -> Self {
@@ -83,6 +91,12 @@ impl TokenHash {
 
     fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl Weigh for TokenHash {
+    fn weight(&self) -> usize {
+        self.0.weight()
     }
 }
 
@@ -122,7 +136,8 @@ impl ApiToken {
         // the others that committed before it, so the last one over the
         // cap always sees it and takes itself back.
         if Self::count(db, user_id).await? > MAX_TOKENS_PER_USER {
-            Self::revoke(db, user_id, stored.id).await?;
+            // Never shown, so never used: nothing to announce.
+            Self::delete(db, user_id, stored.id).await?;
             return Err(AccountError::TooManyTokens);
         }
         Ok((token, stored))
@@ -136,14 +151,9 @@ impl ApiToken {
             .await?))
     }
 
-    /// Who `token` authenticates, with their role as it is now; `None` for
-    /// a token that is malformed, unknown or revoked. Records the use at
-    /// most once per `TOUCH_INTERVAL`.
-    pub async fn authenticate(db: &Db, token: &str) -> Result<Option<User>, DbError> {
-        if !well_formed(token) {
-            return Ok(None);
-        }
-        let hash = TokenHash::of(token);
+    /// The token stored under `hash`: its id, when it was last used, and
+    /// its owner as they are now.
+    async fn find(db: &Db, hash: &TokenHash) -> Result<Option<Authenticated>, DbError> {
         let found: Option<(i64, Option<PrimitiveDateTime>, User)> = with_conn!(db, conn => api_tokens::table
             .inner_join(users::table)
             .filter(api_tokens::token_hash.eq(hash.as_str()))
@@ -151,16 +161,11 @@ impl ApiToken {
             .first(conn)
             .await
             .optional()?);
-        let Some((id, last_used_at, user)) = found else {
-            return Ok(None);
-        };
-        let now = now();
-        if last_used_at.is_none_or(|at| at <= now - TOUCH_INTERVAL) {
-            // Beside the request, which never waits for it (on SQLite, for
-            // the writer); a failure costs only the timestamp.
-            tokio::spawn(Self::touch(db.clone(), id, now));
-        }
-        Ok(Some(user))
+        Ok(found.map(|(id, last_used_at, user)| Authenticated {
+            id,
+            last_used_at,
+            user,
+        }))
     }
 
     /// Records a use of token `id` at `now`, unless one since a minute
@@ -194,14 +199,121 @@ impl ApiToken {
             .await?))
     }
 
-    /// Revokes `user_id`'s token `id`; `false` when the user has no such token.
-    pub async fn revoke(db: &Db, user_id: i64, id: i64) -> Result<bool, DbError> {
+    /// Deletes `user_id`'s token `id`; `false` when the user has no such
+    /// token. (Announced by [`Tokens::revoke`].)
+    async fn delete(db: &Db, user_id: i64, id: i64) -> Result<bool, DbError> {
         let deleted = with_conn!(db, write conn => diesel::delete(api_tokens::table
             .find(id)
             .filter(api_tokens::user_id.eq(user_id)))
             .execute(conn)
             .await?);
         Ok(deleted == 1)
+    }
+}
+
+/// Most tokens kept in memory, and their bytes.
+const REMEMBERED: Bounds = Bounds {
+    entries: 10_000,
+    bytes: 4 << 20,
+    max_age: crate::cache::TRUSTED_FOR,
+};
+
+/// A token that authenticates, as remembered.
+#[derive(Debug)]
+struct Authenticated {
+    id: i64,
+    last_used_at: Option<PrimitiveDateTime>,
+    user: User,
+}
+
+impl Weigh for Arc<Authenticated> {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Authenticated>() + self.user.username.capacity()
+    }
+}
+
+/// Authenticating and revoking API tokens, with the copies kept in memory;
+/// cheap to clone.
+#[derive(Clone)]
+pub struct Tokens {
+    db: Db,
+    events: Events,
+    remembered: Arc<Cache<TokenHash, Arc<Authenticated>>>,
+}
+
+impl Tokens {
+    /// Tokens in `db`, their revocations announced on `events` (and heard
+    /// from it).
+    pub fn new(db: &Db, events: &Events) -> Self {
+        let remembered = Arc::new(Cache::new(events, REMEMBERED));
+        let forget = remembered.clone();
+        events.observe(Arc::new(move |event| match event {
+            Event::TokensRevoked { user }
+            | Event::UserSessionsEnded { user, .. }
+            | Event::UserChanged { user } => {
+                forget.forget_owner(*user);
+            }
+            _ => {}
+        }));
+        Self {
+            db: db.clone(),
+            events: events.clone(),
+            remembered,
+        }
+    }
+
+    /// Who `token` authenticates, with their role as it is now; `None` for
+    /// a token that is malformed, unknown or revoked. Records the use at
+    /// most once per `TOUCH_INTERVAL`.
+    pub async fn authenticate(&self, token: &str) -> Result<Option<User>, DbError> {
+        if !well_formed(token) {
+            return Ok(None);
+        }
+        let hash = TokenHash::of(token);
+        let now = now();
+        let stale = |found: &Authenticated| {
+            found
+                .last_used_at
+                .is_none_or(|at| at <= now - TOUCH_INTERVAL)
+        };
+        if let Some(found) = self.remembered.get(&hash)
+            && !stale(&found)
+        {
+            return Ok(Some(found.user.clone()));
+        }
+        let ticket = self.remembered.ticket();
+        let Some(found) = ApiToken::find(&self.db, &hash).await? else {
+            return Ok(None);
+        };
+        let mut found = found;
+        if stale(&found) {
+            // Beside the request, which never waits for it (on SQLite, for
+            // the writer); a failure costs only the timestamp.
+            tokio::spawn(ApiToken::touch(self.db.clone(), found.id, now));
+            found.last_used_at = Some(now);
+        }
+        let user = found.user.clone();
+        self.remembered.put(ticket, hash, user.id, Arc::new(found));
+        Ok(Some(user))
+    }
+
+    /// Revokes `user_id`'s token `id` everywhere; `false` when the user
+    /// has no such token.
+    pub async fn revoke(&self, user_id: i64, id: i64) -> Result<bool, DbError> {
+        let deleted = ApiToken::delete(&self.db, user_id, id).await?;
+        if deleted {
+            self.revoked(user_id).await;
+        }
+        Ok(deleted)
+    }
+
+    /// Tells every instance that tokens of `user_id` were revoked (after
+    /// the store says so): no copy of them answers again.
+    pub async fn revoked(&self, user_id: i64) {
+        self.remembered.forget_owner(user_id);
+        self.events
+            .publish_heard(Event::TokensRevoked { user: user_id })
+            .await;
     }
 }
 

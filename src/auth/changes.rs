@@ -4,6 +4,7 @@
 
 use crate::accounts::passwords::Passwords;
 use crate::accounts::throttle::Throttle;
+use crate::accounts::tokens::Tokens;
 use crate::accounts::{self, AccountError, PasswordChange, Role, User};
 use crate::db::Db;
 use crate::sessions::{EndReason, RequestSession, SessionError, Sessions};
@@ -23,6 +24,7 @@ pub struct Services<'a> {
     pub passwords: &'a Passwords,
     pub throttle: &'a Throttle,
     pub sessions: &'a Sessions,
+    pub tokens: &'a Tokens,
 }
 
 /// Changes `user`'s password from `session` after checking the current one
@@ -48,11 +50,15 @@ pub async fn change_password(
         passwords,
         throttle,
         sessions,
+        tokens,
     } = services;
     let new_password =
         accounts::check_password_change(db, passwords, throttle, user, change, client).await?;
     let (previous, version) =
         accounts::set_password(db, user.id, new_password, revoke_tokens).await?;
+    if revoke_tokens {
+        tokens.revoked(user.id).await;
+    }
     let ended = match session.stored_key().await {
         Some(keep) => {
             sessions

@@ -15,9 +15,9 @@ pub mod changes;
 
 use std::sync::Arc;
 
-use crate::accounts::tokens::ApiToken;
+use crate::accounts::tokens::Tokens;
 use crate::accounts::{Role, User};
-use crate::db::{Db, DbError};
+use crate::db::DbError;
 use crate::sessions::{RequestSession, SessionError};
 
 /// How the request proved who it is.
@@ -77,11 +77,12 @@ impl Caller {
     /// A caller by the API token `token`; `session` is an empty one (a
     /// token carries no cookie authority, but may sign in anew).
     pub async fn by_token(
-        db: &Db,
+        tokens: &Tokens,
         token: &str,
         session: RequestSession,
     ) -> Result<Self, TokenError> {
-        let user = ApiToken::authenticate(db, token)
+        let user = tokens
+            .authenticate(token)
             .await?
             .ok_or(TokenError::Invalid)?;
         Ok(Self {

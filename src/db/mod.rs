@@ -395,39 +395,6 @@ fn check_sqlite_folder(path: &str) -> Result<(), ConnectError> {
     Ok(())
 }
 
-/// A connection that can announce something to the listeners of a channel
-/// when its transaction commits (at once outside one): PostgreSQL's
-/// `NOTIFY`. SQLite has no listeners; there, announcing is nothing.
-pub trait Notify {
-    /// Sends `payload` (under 8,000 bytes) on `channel`.
-    fn notify(
-        &mut self,
-        channel: &str,
-        payload: &str,
-    ) -> impl std::future::Future<Output = Result<(), DbError>> + Send;
-}
-
-impl Notify for AsyncPgConnection {
-    async fn notify(&mut self, channel: &str, payload: &str) -> Result<(), DbError> {
-        use diesel::sql_types::Text;
-        use diesel_async::RunQueryDsl;
-        diesel::sql_query("SELECT pg_notify($1, $2)::text")
-            .bind::<Text, _>(channel)
-            .bind::<Text, _>(payload)
-            .execute(self)
-            .await?;
-        Ok(())
-    }
-}
-
-impl<M: Send> Notify
-    for diesel_async::sync_connection_wrapper::SyncConnectionWrapper<SqliteConnection, M>
-{
-    async fn notify(&mut self, _channel: &str, _payload: &str) -> Result<(), DbError> {
-        Ok(())
-    }
-}
-
 /// The current time as stored: UTC without an offset.
 pub use crate::clock::stored_now as now;
 

@@ -4,10 +4,14 @@
 //!
 //! One backend, chosen at start-up beside the session store:
 //! - in-process on SQLite (one instance per database file);
-//! - PostgreSQL `LISTEN/NOTIFY` on one dedicated connection outside the
-//!   pool; a write that must announce itself sends its notification inside
-//!   its own transaction (`Events::within`), so it leaves at commit;
+//! - PostgreSQL `LISTEN/NOTIFY` on two dedicated connections outside the
+//!   pool (one listens, one sends events in batches: see `postgres`);
 //! - Redis pub/sub when `REDIS_URL` is set.
+//!
+//! A write publishes its event once it committed. An event lost between
+//! the two (the instance died) costs little: the post feed catches up with
+//! the database now and then, and remembered copies are trusted for
+//! [`crate::cache::TRUSTED_FOR`] at most.
 //!
 //! The network backends lose what is published while they are cut off. So
 //! each instance sends itself a heartbeat through the whole path every
@@ -27,7 +31,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use crate::db::{Db, DbError, Notify};
+use crate::db::Db;
 
 /// How often an instance sends itself a heartbeat through the bus.
 const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
@@ -92,6 +96,15 @@ pub enum Event {
         from: String,
         to: String,
     },
+    /// `user` was changed or deleted in SQL (announced by the database's
+    /// triggers): every remembered copy of theirs is stale.
+    UserChanged {
+        user: i64,
+    },
+    /// API tokens of `user` were revoked (one, or all of them).
+    TokensRevoked {
+        user: i64,
+    },
     PostCreated {
         id: i64,
     },
@@ -136,6 +149,13 @@ pub struct StartError {
     message: String,
 }
 
+/// Called with every event the moment it arrives (on the listener's task:
+/// it must not block).
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// How long [`Events::publish_heard`] waits to hear its event back.
+const ECHO_WITHIN: Duration = Duration::from_millis(250);
+
 /// The instance's bus; cheap to clone.
 #[derive(Clone)]
 pub struct Events {
@@ -156,6 +176,13 @@ struct Inner {
     /// Bumped whenever events may have been missed, and when the bus is
     /// back after that.
     generation: watch::Sender<u64>,
+    /// The same number, read without a lock on every cache hit.
+    generation_now: AtomicU64,
+    /// Told of every event as it arrives, before anything else runs: the
+    /// caches that must forget what an event ended.
+    observers: std::sync::RwLock<Vec<Observer>>,
+    /// Events this instance published and waits to hear back.
+    echoes: std::sync::Mutex<Vec<(Event, tokio::sync::oneshot::Sender<()>)>>,
     /// Times the listener was lost (and subscribed again, or trying to).
     reconnections: AtomicU64,
     /// The listener and the heartbeat, stopped with the server.
@@ -217,6 +244,12 @@ impl Events {
         for task in tasks {
             task.abort();
         }
+        // The observers hold caches that hold the bus: let both go.
+        self.inner
+            .observers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     /// The same bus, to publish on only (a command such as `create-admin`
@@ -238,6 +271,9 @@ impl Events {
                 heard_at: AtomicU64::new(0),
                 epoch: std::time::Instant::now(),
                 generation: watch::channel(0).0,
+                generation_now: AtomicU64::new(0),
+                observers: std::sync::RwLock::default(),
+                echoes: std::sync::Mutex::default(),
                 reconnections: AtomicU64::new(0),
                 tasks: std::sync::Mutex::default(),
             }),
@@ -273,27 +309,31 @@ impl Events {
         self.inner.generation.subscribe()
     }
 
+    /// The generation now (see [`Events::generation`]), without a lock.
+    pub fn generation_now(&self) -> u64 {
+        self.inner.generation_now.load(Ordering::Acquire)
+    }
+
+    /// Whether this bus carries what other processes publish: false for the
+    /// in-process bus (a `blogql create-admin` beside a server on SQLite
+    /// cannot reach it), so nothing may be served from memory over it.
+    pub fn hears_other_processes(&self) -> bool {
+        !matches!(self.inner.backend, Backend::InProcess)
+    }
+
+    /// Calls `observer` with every event that arrives from now on, the
+    /// moment it does (this instance's own included).
+    pub fn observe(&self, observer: Observer) {
+        self.inner
+            .observers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(observer);
+    }
+
     /// The events that arrive from now on (this instance's own included).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.local.subscribe()
-    }
-
-    /// Sends `event` inside the transaction on `conn` when the bus is the
-    /// database's own (it leaves at commit); otherwise nothing: then
-    /// `Events::committed` sends it.
-    pub async fn within<C: Notify>(&self, conn: &mut C, event: &Event) -> Result<(), DbError> {
-        match self.inner.backend {
-            Backend::Postgres { .. } => conn.notify(CHANNEL, &event.encode()).await,
-            _ => Ok(()),
-        }
-    }
-
-    /// After the transaction that `Events::within` was given committed:
-    /// sends `event` on a bus that is not the database's own.
-    pub async fn committed(&self, event: Event) {
-        if !matches!(self.inner.backend, Backend::Postgres { .. }) {
-            self.publish(event).await;
-        }
     }
 
     /// Sends `event` to every instance, this one included. A bus that
@@ -307,6 +347,31 @@ impl Events {
             self.gap();
             tokio::spawn(self.clone().publish_again(event));
         }
+    }
+
+    /// Publishes `event` and waits (at most `ECHO_WITHIN`) until this
+    /// instance hears it back: by then the bus has handed it to every
+    /// subscriber, so an ending announced this way is, in practice, known
+    /// everywhere before its request is answered.
+    pub async fn publish_heard(&self, event: Event) {
+        if !self.hears_other_processes() || !self.healthy() {
+            return self.publish(event).await;
+        }
+        let (heard, echo) = tokio::sync::oneshot::channel();
+        self.echoes().push((event.clone(), heard));
+        self.publish(event).await;
+        if tokio::time::timeout(ECHO_WITHIN, echo).await.is_err() {
+            tracing::debug!("an event was not heard back in time");
+        }
+        // Whatever was not heard back in time waits no more.
+        self.echoes().retain(|(_, heard)| !heard.is_closed());
+    }
+
+    fn echoes(&self) -> std::sync::MutexGuard<'_, Vec<(Event, tokio::sync::oneshot::Sender<()>)>> {
+        self.inner
+            .echoes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Retries a publish that failed, with backoff, for about a minute.
@@ -329,7 +394,7 @@ impl Events {
                 self.deliver(event.clone());
                 Ok(())
             }
-            Backend::Postgres { publisher, .. } => publisher.publish(&event.encode()).await,
+            Backend::Postgres { publisher, .. } => publisher.publish(event.encode()).await,
             Backend::Redis(redis) => Ok(redis::publish(redis, &event.encode()).await?),
         }
     }
@@ -344,10 +409,26 @@ impl Events {
                     .store(self.since_epoch(), Ordering::Release);
                 if !was_healthy {
                     tracing::info!(bus = self.backend_name(), "event bus healthy");
-                    self.inner.generation.send_modify(|n| *n += 1);
+                    self.next_generation();
                 }
             }
             return;
+        }
+        for observer in self
+            .inner
+            .observers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            observer(&event);
+        }
+        {
+            let mut echoes = self.echoes();
+            if let Some(at) = echoes.iter().position(|(sent, _)| *sent == event) {
+                let (_, heard) = echoes.swap_remove(at);
+                let _ = heard.send(());
+            }
         }
         // No local subscriber yet is not an error.
         let _ = self.inner.local.send(Arc::new(event));
@@ -356,6 +437,12 @@ impl Events {
     /// Events may have been missed (a connection broke, a send failed).
     fn gap(&self) {
         self.inner.heard_at.store(0, Ordering::Release);
+        self.next_generation();
+    }
+
+    /// Bumps the generation: what was loaded before is not trusted after.
+    fn next_generation(&self) {
+        self.inner.generation_now.fetch_add(1, Ordering::AcqRel);
         self.inner.generation.send_modify(|n| *n += 1);
     }
 
@@ -400,7 +487,7 @@ async fn heartbeats(events: Events) {
                 bus = events.backend_name(),
                 "event bus: no heartbeat came back"
             );
-            events.inner.generation.send_modify(|n| *n += 1);
+            events.next_generation();
         }
         was_healthy = healthy;
         let beat = Event::Heartbeat {

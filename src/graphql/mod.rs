@@ -26,6 +26,7 @@ use async_graphql::{ID, MergedObject, Schema, SchemaBuilder};
 use crate::accounts::loader::Users;
 use crate::accounts::passwords::Passwords;
 use crate::accounts::throttle::Throttle;
+use crate::accounts::tokens::Tokens;
 use crate::auth::changes;
 use crate::db::Db;
 use crate::events::Events;
@@ -67,6 +68,8 @@ pub struct Services {
     pub passwords: Arc<Passwords>,
     pub throttle: Throttle,
     pub sessions: Sessions,
+    /// API tokens: authenticating (from memory when it may), revoking.
+    pub tokens: Tokens,
     /// Users by id, batched (and shared with the session store's reads).
     pub users: Users,
     /// What happened, for every instance.
@@ -85,6 +88,7 @@ impl Services {
             passwords: &self.passwords,
             throttle: &self.throttle,
             sessions: &self.sessions,
+            tokens: &self.tokens,
         }
     }
 }

@@ -92,6 +92,6 @@ impl TokenMutation {
         let Some(id) = row_id(&id) else {
             return Ok(false);
         };
-        Ok(ApiToken::revoke(&ctx.services().db, caller.user_id(), id).await?)
+        Ok(ctx.services().tokens.revoke(caller.user_id(), id).await?)
     }
 }

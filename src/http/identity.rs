@@ -27,7 +27,7 @@ pub async fn identify(
         return Ok(Caller::by_cookie(sessions.from_cookies(headers, client)));
     };
     let session = sessions.without_cookie(headers, client);
-    match Caller::by_token(&state.services.db, token, session).await {
+    match Caller::by_token(&state.services.tokens, token, session).await {
         Ok(caller) => {
             tracing::trace!("caller identified by an API token");
             Ok(caller)

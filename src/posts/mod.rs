@@ -8,7 +8,7 @@ use time::PrimitiveDateTime;
 use crate::accounts::Role;
 use crate::auth::Principal;
 use crate::db::schema::posts;
-use crate::db::{Db, DbError, now, with_conn, with_tx};
+use crate::db::{Db, DbError, now, with_conn};
 use crate::events::{Event, Events};
 use crate::pages::{Page, PageRequest};
 
@@ -54,21 +54,18 @@ impl Post {
         title: &str,
         body: &str,
     ) -> Result<Post, DbError> {
-        let post = with_tx!(db, conn => {
-            let post = diesel::insert_into(posts::table)
-                .values((
-                    posts::author_id.eq(author_id),
-                    posts::title.eq(title),
-                    posts::body.eq(body),
-                    posts::created_at.eq(now()),
-                ))
-                .returning(Post::as_returning())
-                .get_result(conn)
-                .await?;
-            events.within(conn, &Event::PostCreated { id: post.id }).await?;
-            Ok(post)
-        })?;
-        events.committed(Event::PostCreated { id: post.id }).await;
+        // One statement, one round trip; the event leaves once it committed.
+        let post: Post = with_conn!(db, write conn => diesel::insert_into(posts::table)
+            .values((
+                posts::author_id.eq(author_id),
+                posts::title.eq(title),
+                posts::body.eq(body),
+                posts::created_at.eq(now()),
+            ))
+            .returning(Post::as_returning())
+            .get_result(conn)
+            .await?);
+        events.publish(Event::PostCreated { id: post.id }).await;
         Ok(post)
     }
 
@@ -125,21 +122,16 @@ impl Post {
         if !post.may_be_changed_by(caller) {
             return Err(PostError::NotOwner);
         }
-        let updated = with_tx!(db, conn => {
-            let updated = diesel::update(posts::table.find(id))
-                .set((edit, posts::updated_at.eq(now())))
-                .returning(Post::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?;
-            if updated.is_some() {
-                events.within(conn, &Event::PostUpdated { id }).await?;
-            }
-            Ok(updated)
-        })?;
+        let updated: Option<Post> = with_conn!(db, write conn => diesel::update(posts::table.find(id))
+            .set((edit, posts::updated_at.eq(now())))
+            .returning(Post::as_returning())
+            .get_result(conn)
+            .await
+            .optional()
+            .map_err(DbError::from)?);
         // Deleted while it was checked.
         let updated = updated.ok_or(PostError::NotFound)?;
-        events.committed(Event::PostUpdated { id }).await;
+        events.publish(Event::PostUpdated { id }).await;
         Ok(updated)
     }
 
@@ -157,15 +149,13 @@ impl Post {
         if !post.may_be_changed_by(caller) {
             return Err(PostError::NotOwner);
         }
-        let deleted = with_tx!(db, conn => {
-            let deleted = diesel::delete(posts::table.find(id)).execute(conn).await? == 1;
-            if deleted {
-                events.within(conn, &Event::PostDeleted { id }).await?;
-            }
-            Ok(deleted)
-        })?;
+        let deleted = with_conn!(db, write conn => diesel::delete(posts::table.find(id))
+            .execute(conn)
+            .await
+            .map_err(DbError::from)?)
+            == 1;
         if deleted {
-            events.committed(Event::PostDeleted { id }).await;
+            events.publish(Event::PostDeleted { id }).await;
         }
         Ok(deleted)
     }

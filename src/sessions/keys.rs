@@ -71,6 +71,19 @@ impl StoredKey {
     }
 }
 
+/// Looked up by the `&str` an event carries.
+impl std::borrow::Borrow<str> for StoredKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl crate::cache::Weigh for StoredKey {
+    fn weight(&self) -> usize {
+        self.0.weight()
+    }
+}
+
 /// Not secret, but not for logs either: it names a live session.
 impl fmt::Debug for StoredKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

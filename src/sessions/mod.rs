@@ -12,6 +12,11 @@
 //!   of its idle timeout never expires from idleness;
 //! - absolute: counted from sign-in, never extended.
 //!
+//! A live session and its user are remembered per instance (see
+//! [`crate::cache`]): every ending is announced on the bus, and forgets the
+//! copy everywhere; a copy that looks expired is reloaded from the store
+//! before anything is deleted (another instance may have extended it).
+//!
 //! tower-sessions gives us the session ID (128 random bits, its text form)
 //! and the cookie builder. Its `Session` and middleware are not used: they
 //! load a session lazily (a second store round trip when the request's
@@ -32,6 +37,7 @@ use axum::http::{HeaderMap, header};
 
 use crate::accounts::User;
 use crate::accounts::loader::Users;
+use crate::cache::{Bounds, Cache, Weigh};
 use crate::clock::Millis;
 pub use crate::events::EndReason;
 use crate::events::{Event, Events};
@@ -50,6 +56,30 @@ pub const COOKIE_NAME: &str = "sid";
 /// more than a browser keeps for one site (about 180), so planted cookies
 /// cannot crowd out the real one, and a bounded cost for a hostile request.
 const MAX_SESSION_COOKIES: usize = 1024;
+
+/// Most sessions remembered per instance, and their bytes (a copy holds
+/// the session and its user: about 300 bytes).
+const REMEMBERED: Bounds = Bounds {
+    entries: 50_000,
+    bytes: 24 << 20,
+    max_age: crate::cache::TRUSTED_FOR,
+};
+
+/// A live session and its user, as remembered.
+pub(crate) struct Remembered {
+    session: SignedIn,
+    user: User,
+}
+
+impl Weigh for Arc<Remembered> {
+    fn weight(&self) -> usize {
+        let session = &self.session;
+        std::mem::size_of::<Remembered>()
+            + session.user_agent.as_ref().map_or(0, String::capacity)
+            + session.ip_address.as_ref().map_or(0, String::capacity)
+            + self.user.username.capacity()
+    }
+}
 
 /// The session timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +149,8 @@ struct Inner {
     events: Events,
     /// Sessions started and ended.
     metrics: Metrics,
+    /// Live sessions and their users, by stored key.
+    remembered: Arc<Cache<StoredKey, Arc<Remembered>>>,
 }
 
 /// What the store holds under a request's session IDs.
@@ -159,6 +191,9 @@ impl Sessions {
         events: Events,
         metrics: Metrics,
     ) -> Self {
+        let remembered = Arc::new(Cache::new(&events, REMEMBERED));
+        let forget = remembered.clone();
+        events.observe(Arc::new(move |event| forget_ended(&forget, event)));
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -167,13 +202,60 @@ impl Sessions {
                 users,
                 events,
                 metrics,
+                remembered,
             }),
         }
     }
 
-    /// Looks up the first session that `keys` name, in one store round
-    /// trip: ends it if a timeout has passed, and reads its user.
+    /// Looks up the first session that `keys` name: from memory when one
+    /// key names a remembered copy that may answer and has not expired,
+    /// else in one store round trip (which ends it if a timeout has
+    /// passed, and reads its user).
     pub(crate) async fn find(&self, keys: &[StoredKey]) -> Result<Found, SessionError> {
+        let remembered = &self.inner.remembered;
+        if let [key] = keys
+            && let Some(copy) = remembered.get(key)
+            && Millis::now() < self.inner.policy.expiry(&copy.session)
+        {
+            return Ok(Found::Live {
+                at: 0,
+                session: copy.session.clone(),
+                user: copy.user.clone(),
+            });
+        }
+        let ticket = remembered.ticket();
+        let found = self.find_in_store(keys).await?;
+        if let Found::Live { at, session, user } = &found {
+            self.remember(ticket, &keys[*at], session, user);
+        }
+        Ok(found)
+    }
+
+    /// Remembers a live session (loaded or written after `ticket`).
+    pub(crate) fn remember(
+        &self,
+        ticket: crate::cache::Ticket,
+        key: &StoredKey,
+        session: &SignedIn,
+        user: &User,
+    ) {
+        let copy = Remembered {
+            session: session.clone(),
+            user: user.clone(),
+        };
+        self.inner
+            .remembered
+            .put(ticket, key.clone(), user.id, Arc::new(copy));
+    }
+
+    /// A ticket for a write whose session is then remembered.
+    pub(crate) fn ticket(&self) -> crate::cache::Ticket {
+        self.inner.remembered.ticket()
+    }
+
+    /// Looks up the first session that `keys` name in the store, in one
+    /// round trip: ends it if a timeout has passed, and reads its user.
+    async fn find_in_store(&self, keys: &[StoredKey]) -> Result<Found, SessionError> {
         let inner = &self.inner;
         let Some((at, stored, user)) = inner.store.load_first(keys).await? else {
             return Ok(Found::Nothing);
@@ -206,7 +288,7 @@ impl Sessions {
     /// Whether the session under `key` is still live, read from the store
     /// (a socket's re-check; it never extends the session).
     pub async fn liveness(&self, key: &StoredKey) -> Result<Liveness, SessionError> {
-        Ok(match self.find(std::slice::from_ref(key)).await? {
+        Ok(match self.find_in_store(std::slice::from_ref(key)).await? {
             Found::Live { session, .. } => Liveness::Until(self.inner.policy.expiry(&session)),
             Found::Expired => Liveness::Expired,
             Found::Ended | Found::Nothing => Liveness::Ended,
@@ -314,9 +396,12 @@ impl Sessions {
         Ok(sessions)
     }
 
-    /// Tells every instance (its open WebSockets, its caches).
-    async fn announce(&self, event: Event) {
-        self.inner.events.publish(event).await;
+    /// Tells every instance (its open WebSockets, its caches), once the
+    /// store says so: this one's copy is forgotten first, the others' by
+    /// the time the event is heard back.
+    pub(crate) async fn announce(&self, event: Event) {
+        forget_ended(&self.inner.remembered, &event);
+        self.inner.events.publish_heard(event).await;
     }
 
     /// Deletes the sessions past their expiry; run by the housekeeping task.
@@ -335,6 +420,19 @@ impl Sessions {
             self.inner.metrics.sessions_ended(count, reason);
             tracing::debug!(count, reason = reason.as_str(), "sessions ended");
         }
+    }
+}
+
+/// Forgets the copies of the sessions `event` ended (all of a user's,
+/// whichever one of them it names: a copy is cheap to load again).
+fn forget_ended(remembered: &Cache<StoredKey, Arc<Remembered>>, event: &Event) {
+    match event {
+        Event::SessionEnded { key, .. } => remembered.forget(key.as_str()),
+        Event::SessionRenewed { from, .. } => remembered.forget(from.as_str()),
+        Event::UserSessionsEnded { user, .. } | Event::UserChanged { user } => {
+            remembered.forget_owner(*user)
+        }
+        _ => {}
     }
 }
 

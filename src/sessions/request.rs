@@ -242,6 +242,8 @@ impl RequestSession {
             self.mark_ended();
             return Ok(());
         }
+        // Other instances forget it when the renewal is announced.
+        self.sessions.inner.remembered.forget(key.as_str());
         let mut state = self.state();
         if let Some(current) = &mut state.current {
             current.id = None;
@@ -263,7 +265,7 @@ impl RequestSession {
             let current = state
                 .current
                 .as_ref()
-                .map(|current| (current.id, current.session.clone()));
+                .map(|current| (current.id, current.session.clone(), current.user.clone()));
             let renewed_from = state.renewed_from.take();
             (
                 std::mem::take(&mut state.write),
@@ -273,7 +275,7 @@ impl RequestSession {
             )
         };
         let cookie = match (write, current) {
-            (Write::Create, Some((_, session))) => {
+            (Write::Create, Some((_, session, _))) => {
                 let stored = inner.policy.stored(session);
                 let id = inner.store.create(&stored).await?;
                 if let Some(current) = &mut self.state().current {
@@ -282,9 +284,8 @@ impl RequestSession {
                 match renewed_from {
                     // Its open WebSockets follow it to the new ID.
                     Some(from) => {
-                        inner
-                            .events
-                            .publish(Event::SessionRenewed {
+                        self.sessions
+                            .announce(Event::SessionRenewed {
                                 from: from.as_str().to_owned(),
                                 to: id.stored_key().as_str().to_owned(),
                             })
@@ -294,13 +295,18 @@ impl RequestSession {
                 }
                 live_cookie(&id, stored.expires_at)
             }
-            (Write::Update, Some((Some(id), session))) => {
+            (Write::Update, Some((Some(id), session, user))) => {
+                let key = id.stored_key();
+                let ticket = self.sessions.ticket();
                 let stored = inner.policy.stored(session);
                 // Ended meanwhile (a logout in another tab): no cookie, so
                 // as not to overwrite the expired one that logout sent.
-                if !inner.store.update(&id.stored_key(), &stored).await? {
+                if !inner.store.update(&key, &stored).await? {
                     return Ok(None);
                 }
+                // Its copy moves with it (else every request would write).
+                self.sessions
+                    .remember(ticket, &key, &stored.signed_in, &user);
                 live_cookie(&id, stored.expires_at)
             }
             _ if ended => Cookie::build((COOKIE_NAME, ""))

@@ -180,9 +180,13 @@ store_tests! {
         alice.register("alice").await;
         let token = app.token_client(&alice.create_token("script").await);
         assert!(alice.me().await.is_some());
+        assert!(token.me().await.is_some());
         app.sql_execute("DELETE FROM users WHERE username = 'alice'")
             .await;
-        assert_eq!(alice.me().await, None, "the session is anonymous at once");
+        assert!(
+            app.sees_sql_change(|| async { alice.me().await.is_none() }).await,
+            "the session is anonymous"
+        );
         let response = token.send(ME, json!({})).await;
         assert_eq!(response.status(), 401, "the token is gone with its user");
         let body = alice

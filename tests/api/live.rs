@@ -368,7 +368,9 @@ async fn hostile_clients_meet_the_bounds() {
     // A flood of messages: closed (1008), the bucket refilling at 20/s.
     let mut flooding = app.subscriber(&browser).await;
     for _ in 0..200 {
-        flooding.send(json!({"type": "pong"})).await;
+        if !flooding.send_unless_closed(json!({"type": "pong"})).await {
+            break;
+        }
     }
     assert_eq!(flooding.closed().await, 1008);
     // A message over the size limit ends the socket.

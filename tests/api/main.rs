@@ -21,6 +21,7 @@ mod persisted;
 mod posts;
 mod program;
 mod redis_store;
+mod remembered;
 mod roles;
 mod sessions;
 mod tokens;

@@ -11,6 +11,8 @@ use diesel::{QueryResult, QueryableByName};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
+use std::time::Duration;
+
 use super::{PASSWORD, TestApp, assert_no_errors};
 
 /// A connection of the test's own to the server's database.
@@ -253,6 +255,58 @@ impl TestApp {
         }
     }
 
+    /// Whether `holds` becomes true after a change made in SQL behind the
+    /// API: at once where nothing is remembered (SQLite); within an event's
+    /// delivery where the bus carries the database's announcement of it
+    /// (PostgreSQL's: polled for a second); else (Redis' bus) once
+    /// remembered copies are no longer trusted.
+    pub async fn sees_sql_change<F, Fut>(&self, holds: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let bound = if self.on_redis() {
+            blogql::cache::TRUSTED_FOR + Duration::from_secs(1)
+        } else if self.on_postgres() {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
+        poll(bound, holds).await
+    }
+
+    /// Whether `holds` becomes true after a change made in SQL that no
+    /// event announces: at once where nothing is remembered (SQLite), else
+    /// once remembered copies are no longer trusted.
+    pub async fn sees_unannounced_change<F, Fut>(&self, holds: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let remembers = self.on_postgres() || self.on_redis();
+        let bound = blogql::cache::TRUSTED_FOR + Duration::from_secs(1);
+        poll(if remembers { bound } else { Duration::ZERO }, holds).await
+    }
+
+    /// Deletes every session and API token where they are stored, as an
+    /// operator's `psql` or `redis-cli` would: no event tells any server.
+    pub async fn delete_credentials_behind_its_back(&self) {
+        self.sql_execute("DELETE FROM api_tokens").await;
+        match self.database.redis() {
+            None => self.sql_execute("DELETE FROM sessions").await,
+            Some((_, prefix)) => {
+                for key in self.stored_session_keys().await {
+                    let _: i64 = self.redis(|conn| {
+                        redis::cmd("DEL")
+                            .arg(format!("{{{prefix}}}:s:{key}"))
+                            .query(conn)
+                    });
+                }
+            }
+        }
+        assert!(self.stored_session_keys().await.is_empty());
+    }
+
     /// The server's Redis keys that start with `{prefix}:` and then `rest`,
     /// each with its time to live in milliseconds.
     pub fn redis_keys(&self, rest: &str) -> Vec<(String, i64)> {
@@ -376,5 +430,23 @@ impl Drop for SqliteWriteLock {
         if let Some(holder) = self.holder.take() {
             let _ = holder.join();
         }
+    }
+}
+
+/// Whether `holds` is true at once or within `bound`, polled every 50 ms.
+async fn poll<F, Fut>(bound: Duration, mut holds: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        if holds().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

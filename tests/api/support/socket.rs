@@ -107,6 +107,15 @@ impl LiveClient {
             .expect("the socket takes a message");
     }
 
+    /// Sends a protocol message unless the server has closed the socket
+    /// (a flood it cut short); whether it was sent.
+    pub async fn send_unless_closed(&mut self, message: Value) -> bool {
+        self.stream
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .is_ok()
+    }
+
     /// `connection_init` with `payload`, then the server's `connection_ack`.
     pub async fn init(&mut self, payload: Value) {
         self.send(json!({"type": "connection_init", "payload": payload}))
