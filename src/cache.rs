@@ -165,6 +165,19 @@ impl<K: Hash + Eq + Weigh, V: Clone + Weigh> Cache<K, V> {
         }
     }
 
+    /// Forgets every copy.
+    pub fn forget_all(&self) {
+        let mut state = self.state();
+        state.forgotten += 1;
+        state.entries.clear();
+        state.bytes = 0;
+    }
+
+    /// Whether copies are kept at all (not over SQLite's in-process bus).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Forgets every copy that belongs to user `owner`.
     pub fn forget_owner(&self, owner: i64) {
         let mut state = self.state();

@@ -48,8 +48,8 @@ pub mod sessions;
 /// Who is asking (the `Principal`, the request's `Caller`), and the account
 /// changes that end sessions. Uses: accounts, sessions, db.
 pub mod auth;
-/// Posts: writing, editing, deleting (and who may), reading a page. Uses:
-/// auth, accounts, db, pages.
+/// Posts: writing, editing, deleting (and who may), reading a page (from
+/// memory when it may). Uses: auth, accounts, db, pages, events, cache.
 pub mod posts;
 /// What open WebSockets are told: new posts (read once per instance), and
 /// the end of a socket's session by any path. Uses: events, posts,
@@ -178,6 +178,7 @@ impl App {
             throttle: throttle.clone(),
             sessions: sessions.clone(),
             tokens: accounts::tokens::Tokens::new(&db, &events),
+            pages: posts::Pages::new(&events),
             users,
             feed: live::PostFeed::start(db.clone(), &events).await,
             events: events.clone(),

@@ -70,6 +70,8 @@ pub struct Services {
     pub sessions: Sessions,
     /// API tokens: authenticating (from memory when it may), revoking.
     pub tokens: Tokens,
+    /// Pages of posts, from memory when they may be.
+    pub pages: crate::posts::Pages,
     /// Users by id, batched (and shared with the session store's reads).
     pub users: Users,
     /// What happened, for every instance.

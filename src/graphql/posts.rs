@@ -127,7 +127,6 @@ pub(super) async fn post_page(
     after: Option<String>,
 ) -> Result<PostConnection, ApiError> {
     let request = page_request(CursorKind::Post, first, after)?;
-    let mut page = Post::page(&ctx.services().db, author_id, request).await?;
     // The authors of the whole page in one query, read before any post
     // resolves: left to each `Post.author`, the batch would depend on how
     // many posts resolved within the loader's delay; and with every id
@@ -138,28 +137,28 @@ pub(super) async fn post_page(
         .field("node")
         .field("author")
         .exists();
-    let authors = if wants_authors {
-        let mut ids: Vec<i64> = page.items.iter().map(|post| post.author_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        User::find_many(&ctx.services().db, &ids)
-            .await?
-            .into_iter()
-            .map(|user| (user.id, user))
-            .collect()
-    } else {
-        HashMap::new()
-    };
-    let cursors = cursors(CursorKind::Post, &page, |post| post.id);
-    let page_info = PageInfo::of(&page, &cursors);
-    let edges = std::mem::take(&mut page.items)
-        .into_iter()
+    let services = ctx.services();
+    let remembered = services
+        .pages
+        .page(&services.db, author_id, request, wants_authors)
+        .await?;
+    let page = &remembered.page;
+    let authors: HashMap<i64, &User> = remembered
+        .authors
+        .iter()
+        .map(|user| (user.id, user))
+        .collect();
+    let cursors = cursors(CursorKind::Post, page, |post| post.id);
+    let page_info = PageInfo::of(page, &cursors);
+    let edges = page
+        .items
+        .iter()
         .zip(cursors)
         .map(|(post, cursor)| {
-            let author = authors.get(&post.author_id).cloned();
+            let author = authors.get(&post.author_id).map(|user| (*user).clone());
             PostEdge {
                 cursor,
-                node: PostObject(post, author),
+                node: PostObject(post.clone(), author),
             }
         })
         .collect();

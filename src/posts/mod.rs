@@ -1,5 +1,9 @@
 //! Posts: writing, editing and deleting them (by whom: [`Post::may_be_changed_by`](crate::posts::Post::may_be_changed_by)),
-//! and reading them a page at a time, newest first (see [`crate::pages`]).
+//! and reading them a page at a time, newest first (see [`crate::pages`]);
+//! pages are remembered per instance ([`Pages`]), and every write publishes
+//! its event once it committed.
+
+mod remembered;
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -11,6 +15,7 @@ use crate::db::schema::posts;
 use crate::db::{Db, DbError, now, with_conn};
 use crate::events::{Event, Events};
 use crate::pages::{Page, PageRequest};
+pub use remembered::{Pages, PostPage};
 
 /// A post as stored.
 #[derive(Debug, Clone, Queryable, Selectable)]

@@ -192,3 +192,73 @@ store_tests! {
         assert_eq!(through_a.me().await.as_deref(), Some("alice"), "still live everywhere");
     }
 }
+
+/// The titles and author roles of the first page, read by an anonymous
+/// reader.
+async fn first_page(reader: &Browser) -> Vec<(String, String)> {
+    let body = reader
+        .graphql(
+            "{ posts(first: 5) { edges { node { title author { role } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_no_errors(&body);
+    body["data"]["posts"]["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|edge| {
+            let node = &edge["node"];
+            (
+                node["title"].as_str().expect("a title").to_owned(),
+                node["author"]["role"].as_str().expect("a role").to_owned(),
+            )
+        })
+        .collect()
+}
+
+store_tests! {
+    async fn a_page_of_posts_is_remembered_until_a_post_or_its_author_changes_anywhere(store) {
+        if store == Store::Sql {
+            require!(Postgres);
+        }
+        let (a, b, alice) = two_instances(store, &[]).await;
+        let admin = a.admin("root").await;
+        let first = alice.create_post("one", "body").await;
+        let reader = b.browser();
+        let user = |title: &str| (title.to_owned(), "USER".to_owned());
+        assert_eq!(first_page(&reader).await, [user("one")]);
+        from_memory(&b, async {
+            assert_eq!(first_page(&reader).await, [user("one")]);
+        })
+        .await;
+        let second = alice.create_post("two", "body").await;
+        assert_eq!(first_page(&reader).await, [user("two"), user("one")], "created");
+        let body = alice
+            .graphql(
+                "mutation($id: ID!) { updatePost(id: $id, input: { title: \"2\" }) { id } }",
+                json!({ "id": second }),
+            )
+            .await;
+        assert_no_errors(&body);
+        assert_eq!(first_page(&reader).await, [user("2"), user("one")], "edited");
+        let body = alice
+            .graphql("mutation($id: ID!) { deletePost(id: $id) }", json!({ "id": first }))
+            .await;
+        assert_eq!(body["data"]["deletePost"], true, "{body}");
+        assert_eq!(first_page(&reader).await, [user("2")], "deleted");
+        let alice_id = alice.graphql("{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
+        let body = admin
+            .graphql(
+                "mutation($id: ID!, $role: Role!) { setUserRole(userId: $id, role: $role) { role } }",
+                json!({ "id": alice_id, "role": "ADMIN" }),
+            )
+            .await;
+        assert_no_errors(&body);
+        assert_eq!(
+            first_page(&reader).await,
+            [("2".to_owned(), "ADMIN".to_owned())],
+            "its author promoted"
+        );
+    }
+}
