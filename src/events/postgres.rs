@@ -7,9 +7,7 @@
 //! another (measured here: 4,138 inserts a second that each notify, against
 //! 17,291 that do not). So events are not sent from inside the writing
 //! transaction, one commit each: whatever is waiting to go out when the
-//! connection is free goes in one statement (flat combining: each caller
-//! either finds its event sent by the one before, or sends every waiting
-//! one itself).
+//! connection is free goes in one statement.
 
 use std::time::Duration;
 
@@ -81,15 +79,13 @@ async fn hear(events: &Events, conn: &mut AsyncPgConnection) {
     }
 }
 
-/// A connection of the bus's own for notifications sent outside a
-/// transaction: heartbeats every 500 ms would otherwise hold a pooled
-/// connection (and show in the pool's statement count). Opened when first
-/// needed, and again after it failed.
+/// The sending side: a task with a connection of its own (heartbeats every
+/// 500 ms would otherwise hold a pooled connection, and show in the pool's
+/// statement count), opened when first needed and again after it failed.
+/// Whatever was queued while a statement was on its way goes out in the
+/// next one, so batches grow with the load by themselves.
 pub(super) struct Publisher {
-    url: String,
-    conn: tokio::sync::Mutex<Option<AsyncPgConnection>>,
-    /// Payloads waiting for the connection, each with whoever waits for it.
-    waiting: std::sync::Mutex<Vec<(String, Sent)>>,
+    queue: tokio::sync::mpsc::UnboundedSender<(String, Option<Sent>)>,
 }
 
 /// Told whether its payload went out (and if not, why).
@@ -99,86 +95,78 @@ type Sent = tokio::sync::oneshot::Sender<Result<(), String>>;
 const MOST_PER_STATEMENT: usize = 512;
 
 impl Publisher {
+    /// Starts the sending task (it ends with the last handle to this).
     pub(super) fn new(url: &str) -> Self {
-        Self {
-            url: url.to_owned(),
-            conn: tokio::sync::Mutex::new(None),
-            waiting: std::sync::Mutex::default(),
-        }
-    }
-
-    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<(String, Sent)>> {
-        self.waiting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let (queue, queued) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(send_queued(url.to_owned(), queued));
+        Self { queue }
     }
 
     /// Notifies every instance, in one statement with whatever else is
-    /// waiting for the connection.
+    /// waiting to go out; once it went out.
     pub(super) async fn publish(&self, payload: String) -> Result<(), PublishError> {
-        let (sent, mut outcome) = tokio::sync::oneshot::channel();
-        self.waiting().push((payload, sent));
-        loop {
-            let slot = self.conn.lock().await;
-            // Sent by a caller that held the connection before.
-            if let Ok(outcome) = outcome.try_recv() {
-                return outcome.map_err(PublishError::Postgres);
-            }
-            let batch: Vec<(String, Sent)> = {
-                let mut waiting = self.waiting();
-                let at = waiting.len().min(MOST_PER_STATEMENT);
-                let rest = waiting.split_off(at);
-                std::mem::replace(&mut *waiting, rest)
-            };
-            let payloads: Vec<&str> = batch.iter().map(|(payload, _)| payload.as_str()).collect();
-            let result = Self::send(&self.url, slot, &payloads)
-                .await
-                .map_err(|err| match err {
-                    PublishError::Postgres(message) => message,
-                    err => err.to_string(),
-                });
-            for (_, sent) in batch {
+        let (sent, outcome) = tokio::sync::oneshot::channel();
+        let stopped = || PublishError::Postgres("the publisher stopped".into());
+        self.queue
+            .send((payload, Some(sent)))
+            .map_err(|_| stopped())?;
+        outcome
+            .await
+            .map_err(|_| stopped())?
+            .map_err(PublishError::Postgres)
+    }
+
+    /// Queues a notification and does not wait for it (a heartbeat: one
+    /// that never comes back is what it measures).
+    pub(super) fn publish_without_waiting(&self, payload: String) {
+        let _ = self.queue.send((payload, None));
+    }
+}
+
+/// Sends what is queued, as it is queued, until the publisher is dropped.
+async fn send_queued(
+    url: String,
+    mut queued: tokio::sync::mpsc::UnboundedReceiver<(String, Option<Sent>)>,
+) {
+    let mut conn = None;
+    let mut batch = Vec::new();
+    while queued.recv_many(&mut batch, MOST_PER_STATEMENT).await > 0 {
+        let payloads: Vec<&str> = batch.iter().map(|(payload, _)| payload.as_str()).collect();
+        let result = send(&url, &mut conn, &payloads).await;
+        for (_, sent) in batch.drain(..) {
+            if let Some(sent) = sent {
                 let _ = sent.send(result.clone());
             }
         }
     }
+}
 
-    /// Notifies now, unless another notification is using the connection
-    /// (or connecting it): a heartbeat skips rather than queues.
-    pub(super) async fn publish_unless_busy(&self, payload: &str) -> Result<(), PublishError> {
-        match self.conn.try_lock() {
-            Ok(slot) => Self::send(&self.url, slot, &[payload]).await,
-            Err(_) => Err(PublishError::Postgres("the connection is busy".into())),
+/// Sends `payloads` on `conn`, connecting it first if it is not.
+async fn send(
+    url: &str,
+    slot: &mut Option<AsyncPgConnection>,
+    payloads: &[&str],
+) -> Result<(), String> {
+    let conn = match slot {
+        Some(conn) => conn,
+        None => {
+            let conn = tokio::time::timeout(CONNECT_TIMEOUT, AsyncPgConnection::establish(url))
+                .await
+                .map_err(|_| "no answer in time".to_owned())?
+                .map_err(|err| err.to_string())?;
+            slot.insert(conn)
         }
+    };
+    let sent = match tokio::time::timeout(CONNECT_TIMEOUT, notify(conn, payloads)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("no answer in time".to_owned()),
+    };
+    if sent.is_err() {
+        // Opened afresh next time.
+        *slot = None;
     }
-
-    async fn send(
-        url: &str,
-        mut slot: tokio::sync::MutexGuard<'_, Option<AsyncPgConnection>>,
-        payloads: &[&str],
-    ) -> Result<(), PublishError> {
-        let failed = |err: &dyn std::fmt::Display| PublishError::Postgres(err.to_string());
-        let conn = match &mut *slot {
-            Some(conn) => conn,
-            None => {
-                let conn = tokio::time::timeout(CONNECT_TIMEOUT, AsyncPgConnection::establish(url))
-                    .await
-                    .map_err(|_| failed(&"no answer in time"))?
-                    .map_err(|e| failed(&e))?;
-                slot.insert(conn)
-            }
-        };
-        let sent = match tokio::time::timeout(CONNECT_TIMEOUT, notify(conn, payloads)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(err)) => Err(failed(&err)),
-            Err(_) => Err(failed(&"no answer in time")),
-        };
-        if sent.is_err() {
-            // Opened afresh next time.
-            *slot = None;
-        }
-        sent
-    }
+    sent
 }
 
 /// Sends `payloads` on [`CHANNEL`], in one statement (so one commit).
