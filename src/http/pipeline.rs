@@ -94,7 +94,13 @@ async fn run(
         let (operation, remember) =
             parse_and_bound(&state, format, operation, is_get, passes_csrf_rule, note)?;
         let persist = persist.map(|hash| (hash, operation.query.clone()));
-        Ok(execute(&state, format, caller, client, operation, remember, persist).await)
+        // Boxed where it is made: executing is by far the largest future of
+        // the request, and every layer above (axum's handler, the timeout,
+        // the access middleware) would otherwise copy it as it moves it.
+        let executed = Box::pin(execute(
+            &state, format, caller, client, operation, remember, persist,
+        ));
+        Ok(executed.await)
     };
     match steps.await {
         Ok(response) | Err(response) => response,
