@@ -188,7 +188,7 @@ impl App {
         let sockets = http::ws::Sockets::new(stopping.subscribe());
         let mut origins = vec![config.public_origin.clone()];
         origins.extend(config.cors_origins.iter().cloned());
-        let state = AppState {
+        let state = AppState::from(http::Shared {
             schema: graphql::schema(services.clone(), config.introspection),
             live_schema: graphql::live_schema(services.clone(), config.introspection),
             services,
@@ -199,7 +199,7 @@ impl App {
             request_timeout: config.request_timeout,
             sockets: sockets.clone(),
             origins: http::ws::AllowedOrigins(origins),
-        };
+        });
         let access = http::access::Access {
             metrics: metrics.clone(),
             log: config.access_log,
