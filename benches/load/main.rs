@@ -153,25 +153,32 @@ async fn run(args: Args) -> BenchResult<()> {
         return Ok(());
     }
 
-    let redis = (args.store == StoreChoice::Redis).then(BenchRedis::new);
+    let redis = (args.store != StoreChoice::Sql).then(BenchRedis::new);
+    let stores: Vec<Option<&BenchRedis>> = match args.store {
+        StoreChoice::Sql => vec![None],
+        StoreChoice::Redis => vec![redis.as_ref()],
+        StoreChoice::All => vec![None, redis.as_ref()],
+    };
     let compare = (!args.compare.is_empty()).then(|| Compare {
         settings: args.compare.clone(),
         rounds: args.rounds,
     });
     for db in dbs {
-        let section = run_db(
-            db,
-            redis.as_ref(),
-            &scenarios,
-            ceiling,
-            shape,
-            login_ceiling.as_ref(),
-            compare.as_ref(),
-        )
-        .await?;
-        print!("{section}");
-        report.push_str(&section);
-        write_results(&results_path, &report)?;
+        for &store in &stores {
+            let section = run_db(
+                db,
+                store,
+                &scenarios,
+                ceiling,
+                shape,
+                login_ceiling.as_ref(),
+                compare.as_ref(),
+            )
+            .await?;
+            print!("{section}");
+            report.push_str(&section);
+            write_results(&results_path, &report)?;
+        }
     }
     println!("(written to {})", results_path.display());
     Ok(())

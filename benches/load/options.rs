@@ -72,6 +72,8 @@ pub enum DbChoice {
 pub enum StoreChoice {
     Sql,
     Redis,
+    /// Each database run twice: sessions in it, then in Redis.
+    All,
 }
 
 /// One kind of request the benchmark drives.
