@@ -136,7 +136,10 @@ impl<K: Hash + Eq + Weigh, V: Clone + Weigh> Cache<K, V> {
         {
             return;
         }
-        if state.entries.len() >= self.bounds.entries || state.bytes + weight > self.bounds.bytes {
+        while !state.entries.is_empty()
+            && (state.entries.len() >= self.bounds.entries
+                || state.bytes + weight > self.bounds.bytes)
+        {
             state.drop_oldest_half();
         }
         let entry = Entry {

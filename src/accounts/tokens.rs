@@ -300,11 +300,22 @@ impl Tokens {
     /// Revokes `user_id`'s token `id` everywhere; `false` when the user
     /// has no such token.
     pub async fn revoke(&self, user_id: i64, id: i64) -> Result<bool, DbError> {
-        let deleted = ApiToken::delete(&self.db, user_id, id).await?;
-        if deleted {
-            self.revoked(user_id).await;
+        // To its end even if the request is dropped: a token deleted is
+        // always announced.
+        let this = self.clone();
+        let revoking = tokio::spawn(async move {
+            let deleted = ApiToken::delete(&this.db, user_id, id).await?;
+            if deleted {
+                this.revoked(user_id).await;
+            }
+            Ok(deleted)
+        });
+        match revoking.await {
+            Ok(revoked) => revoked,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            // The server is stopping: whatever was deleted, its copies age out.
+            Err(_) => Ok(false),
         }
-        Ok(deleted)
     }
 
     /// Tells every instance that tokens of `user_id` were revoked (after

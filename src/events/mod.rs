@@ -342,6 +342,9 @@ impl Events {
     /// It is sent again in the background until it goes out (events are
     /// idempotent): the other instances cannot see the gap, only this one.
     pub async fn publish(&self, event: Event) {
+        // This instance's caches forget at once (forgetting twice, when the
+        // event comes back, costs nothing).
+        self.observe_locally(&event);
         if let Err(err) = self.try_publish(&event).await {
             tracing::warn!(error = %err, "cannot publish an event: the bus is marked unhealthy");
             self.gap();
@@ -404,25 +407,21 @@ impl Events {
         if let Event::Heartbeat { instance, .. } = event {
             if instance == self.inner.instance {
                 let was_healthy = self.healthy();
+                // The generation first: nothing loaded during the gap may
+                // look current the moment the bus looks healthy.
+                if !was_healthy {
+                    self.next_generation();
+                }
                 self.inner
                     .heard_at
                     .store(self.since_epoch(), Ordering::Release);
                 if !was_healthy {
                     tracing::info!(bus = self.backend_name(), "event bus healthy");
-                    self.next_generation();
                 }
             }
             return;
         }
-        for observer in self
-            .inner
-            .observers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
-            observer(&event);
-        }
+        self.observe_locally(&event);
         {
             let mut echoes = self.echoes();
             if let Some(at) = echoes.iter().position(|(sent, _)| *sent == event) {
@@ -432,6 +431,19 @@ impl Events {
         }
         // No local subscriber yet is not an error.
         let _ = self.inner.local.send(Arc::new(event));
+    }
+
+    /// Tells this instance's observers of `event`.
+    fn observe_locally(&self, event: &Event) {
+        for observer in self
+            .inner
+            .observers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            observer(event);
+        }
     }
 
     /// Events may have been missed (a connection broke, a send failed).

@@ -120,7 +120,9 @@ impl SessionError {
     pub fn store(&self) -> crate::telemetry::Store {
         match *self.0 {
             StoreError::Redis(_) => crate::telemetry::Store::Redis,
-            StoreError::Db(_) | StoreError::Users(_) => crate::telemetry::Store::Database,
+            StoreError::Db(_) | StoreError::Users(_) | StoreError::Stopped => {
+                crate::telemetry::Store::Database
+            }
         }
     }
 }
@@ -231,8 +233,8 @@ impl Sessions {
         Ok(found)
     }
 
-    /// Remembers a live session (loaded or written after `ticket`).
-    pub(crate) fn remember(
+    /// Remembers a live session, loaded after `ticket` was taken.
+    fn remember(
         &self,
         ticket: crate::cache::Ticket,
         key: &StoredKey,
@@ -246,11 +248,6 @@ impl Sessions {
         self.inner
             .remembered
             .put(ticket, key.clone(), user.id, Arc::new(copy));
-    }
-
-    /// A ticket for a write whose session is then remembered.
-    pub(crate) fn ticket(&self) -> crate::cache::Ticket {
-        self.inner.remembered.ticket()
     }
 
     /// Looks up the first session that `keys` name in the store, in one
@@ -315,6 +312,11 @@ impl Sessions {
 
     /// Ends the session under `key`; whether there was one.
     pub async fn end(&self, key: &StoredKey, reason: EndReason) -> Result<bool, SessionError> {
+        let (this, key) = (self.clone(), key.clone());
+        to_the_end(async move { this.end_now(&key, reason).await }).await
+    }
+
+    async fn end_now(&self, key: &StoredKey, reason: EndReason) -> Result<bool, SessionError> {
         let ended = self.inner.store.delete(key).await?;
         self.ended(usize::from(ended), reason);
         if ended {
@@ -330,6 +332,11 @@ impl Sessions {
     /// Ends `user_id`'s session with this handle; `false` when the user has
     /// no live session with it (nobody else's is ever ended).
     pub async fn revoke(&self, user_id: i64, handle: &Handle) -> Result<bool, SessionError> {
+        let (this, handle) = (self.clone(), handle.clone());
+        to_the_end(async move { this.revoke_now(user_id, &handle).await }).await
+    }
+
+    async fn revoke_now(&self, user_id: i64, handle: &Handle) -> Result<bool, SessionError> {
         let ended = self.inner.store.revoke(user_id, handle).await?;
         self.ended(usize::from(ended), EndReason::Revoked);
         if ended {
@@ -347,6 +354,11 @@ impl Sessions {
 
     /// Ends every session of `user_id`; how many there were.
     pub async fn end_all_of(&self, user_id: i64, reason: EndReason) -> Result<usize, SessionError> {
+        let this = self.clone();
+        to_the_end(async move { this.end_all_of_now(user_id, reason).await }).await
+    }
+
+    async fn end_all_of_now(&self, user_id: i64, reason: EndReason) -> Result<usize, SessionError> {
         let ended = self.inner.store.delete_of_user(user_id, None).await?;
         self.ended(ended, reason);
         self.announce(Event::UserSessionsEnded {
@@ -360,6 +372,16 @@ impl Sessions {
 
     /// Ends every session of `user_id` but `keep`; how many there were.
     pub async fn end_others_of(
+        &self,
+        user_id: i64,
+        keep: &StoredKey,
+        reason: EndReason,
+    ) -> Result<usize, SessionError> {
+        let (this, keep) = (self.clone(), keep.clone());
+        to_the_end(async move { this.end_others_of_now(user_id, &keep, reason).await }).await
+    }
+
+    async fn end_others_of_now(
         &self,
         user_id: i64,
         keep: &StoredKey,
@@ -420,6 +442,20 @@ impl Sessions {
             self.inner.metrics.sessions_ended(count, reason);
             tracing::debug!(count, reason = reason.as_str(), "sessions ended");
         }
+    }
+}
+
+/// Runs an ending to its end even when the request that began it is
+/// dropped (its time limit passed, its client went away): a session deleted
+/// in the store is always announced, or other instances would answer from
+/// their copies of it until those age out.
+async fn to_the_end<T: Send + 'static>(
+    ending: impl Future<Output = Result<T, SessionError>> + Send + 'static,
+) -> Result<T, SessionError> {
+    match tokio::spawn(ending).await {
+        Ok(ended) => ended,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        Err(_) => Err(StoreError::Stopped.into()),
     }
 }
 

@@ -265,7 +265,7 @@ impl RequestSession {
             let current = state
                 .current
                 .as_ref()
-                .map(|current| (current.id, current.session.clone(), current.user.clone()));
+                .map(|current| (current.id, current.session.clone()));
             let renewed_from = state.renewed_from.take();
             (
                 std::mem::take(&mut state.write),
@@ -275,7 +275,7 @@ impl RequestSession {
             )
         };
         let cookie = match (write, current) {
-            (Write::Create, Some((_, session, _))) => {
+            (Write::Create, Some((_, session))) => {
                 let stored = inner.policy.stored(session);
                 let id = inner.store.create(&stored).await?;
                 if let Some(current) = &mut self.state().current {
@@ -295,18 +295,18 @@ impl RequestSession {
                 }
                 live_cookie(&id, stored.expires_at)
             }
-            (Write::Update, Some((Some(id), session, user))) => {
+            (Write::Update, Some((Some(id), session))) => {
                 let key = id.stored_key();
-                let ticket = self.sessions.ticket();
                 let stored = inner.policy.stored(session);
                 // Ended meanwhile (a logout in another tab): no cookie, so
                 // as not to overwrite the expired one that logout sent.
                 if !inner.store.update(&key, &stored).await? {
                     return Ok(None);
                 }
-                // Its copy moves with it (else every request would write).
-                self.sessions
-                    .remember(ticket, &key, &stored.signed_in, &user);
+                // The copy is read again at the next request (else every
+                // request would write). Not replaced by this request's
+                // copy: that may be as old as the copy it came from.
+                inner.remembered.forget(key.as_str());
                 live_cookie(&id, stored.expires_at)
             }
             _ if ended => Cookie::build((COOKIE_NAME, ""))

@@ -226,14 +226,18 @@ store_tests! {
         let admin = a.admin("root").await;
         let first = alice.create_post("one", "body").await;
         let reader = b.browser();
+        let local = a.browser();
         let user = |title: &str| (title.to_owned(), "USER".to_owned());
         assert_eq!(first_page(&reader).await, [user("one")]);
+        assert_eq!(first_page(&local).await, [user("one")]);
+        assert_eq!(first_page(&local).await, [user("one")]);
         from_memory(&b, async {
             assert_eq!(first_page(&reader).await, [user("one")]);
         })
         .await;
         let second = alice.create_post("two", "body").await;
         assert_eq!(first_page(&reader).await, [user("two"), user("one")], "created");
+        assert_eq!(first_page(&local).await, [user("two"), user("one")], "where it was written");
         let body = alice
             .graphql(
                 "mutation($id: ID!) { updatePost(id: $id, input: { title: \"2\" }) { id } }",

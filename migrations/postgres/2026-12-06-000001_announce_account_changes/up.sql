@@ -18,9 +18,18 @@ BEGIN
 END
 $$ LANGUAGE plpgsql;
 
-CREATE TRIGGER users_announce_changes
-    AFTER DELETE OR UPDATE OF role, credential_version ON users
+-- Deletes, and updates that change a role or credential version (not the
+-- `SET role = role` that locks the admins while the last one is counted).
+CREATE TRIGGER users_announce_deletes
+    AFTER DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION blogql_announce_user_changed();
+
+CREATE TRIGGER users_announce_changes
+    AFTER UPDATE OF role, credential_version ON users
+    FOR EACH ROW
+    WHEN (OLD.role IS DISTINCT FROM NEW.role
+          OR OLD.credential_version IS DISTINCT FROM NEW.credential_version)
+    EXECUTE FUNCTION blogql_announce_user_changed();
 
 CREATE TRIGGER api_tokens_announce_changes
     AFTER DELETE OR UPDATE OF user_id, token_hash ON api_tokens

@@ -33,6 +33,9 @@ pub enum StoreError {
     Db(#[from] DbError),
     #[error("session store: {0}")]
     Redis(#[from] RedisError),
+    /// The server stopped before an ending finished.
+    #[error("the server stopped before the session ended")]
+    Stopped,
     /// The session's user could not be read.
     #[error("reading a session's user: {0}")]
     Users(std::sync::Arc<DbError>),
