@@ -9,7 +9,7 @@
 //! - the copy was loaded in the bus' current generation (every gap bumps
 //!   it, so nothing loaded before one is trusted after it);
 //! - no invalidation arrived while the copy was being loaded: a load takes
-//!   a [`Ticket`] before it reads the store, and its copy is kept only if
+//!   a [`Ticket`](crate::cache::Ticket) before it reads the store, and its copy is kept only if
 //!   nothing was forgotten since (an ending that crossed the read wins);
 //! - it is younger than `max_age`, a bound on an event lost to a crash of
 //!   the instance that had to send it.

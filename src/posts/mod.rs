@@ -1,6 +1,6 @@
 //! Posts: writing, editing and deleting them (by whom: [`Post::may_be_changed_by`](crate::posts::Post::may_be_changed_by)),
 //! and reading them a page at a time, newest first (see [`crate::pages`]);
-//! pages are remembered per instance ([`Pages`]), and every write publishes
+//! pages are remembered per instance ([`Pages`](crate::posts::Pages)), and every write publishes
 //! its event once it committed.
 
 mod remembered;
