@@ -45,6 +45,18 @@ async fn from_memory<F: Future<Output = ()>>(app: &TestApp, requests: F) {
     );
 }
 
+/// `admin` makes the user signed in on `user` an admin.
+async fn promote(admin: &Browser, user: &Browser) {
+    let id = user.graphql("{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
+    let body = admin
+        .graphql(
+            "mutation($id: ID!, $role: Role!) { setUserRole(userId: $id, role: $role) { role } }",
+            json!({ "id": id, "role": "ADMIN" }),
+        )
+        .await;
+    assert_eq!(body["data"]["setUserRole"]["role"], "ADMIN", "{body}");
+}
+
 /// Polls `/readyz` every 10 ms for at most 8 s until it is 503.
 async fn bus_noticed_cut(app: &TestApp) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
@@ -131,14 +143,7 @@ store_tests! {
         let answer = revoked.send(ME, json!({})).await;
         assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "revoked: refused through B at once");
         // Promoted through A: the kept token is an admin's through B at once.
-        let alice_id = alice.graphql("{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
-        let body = admin
-            .graphql(
-                "mutation($id: ID!, $role: Role!) { setUserRole(userId: $id, role: $role) { role } }",
-                json!({ "id": alice_id, "role": "ADMIN" }),
-            )
-            .await;
-        assert_eq!(body["data"]["setUserRole"]["role"], "ADMIN", "{body}");
+        promote(&admin, &alice).await;
         let body = kept.graphql(role, json!({})).await;
         assert_eq!(body["data"]["me"]["role"], "ADMIN", "{body}");
     }
@@ -251,14 +256,7 @@ store_tests! {
             .await;
         assert_eq!(body["data"]["deletePost"], true, "{body}");
         assert_eq!(first_page(&reader).await, [user("2")], "deleted");
-        let alice_id = alice.graphql("{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
-        let body = admin
-            .graphql(
-                "mutation($id: ID!, $role: Role!) { setUserRole(userId: $id, role: $role) { role } }",
-                json!({ "id": alice_id, "role": "ADMIN" }),
-            )
-            .await;
-        assert_no_errors(&body);
+        promote(&admin, &alice).await;
         assert_eq!(
             first_page(&reader).await,
             [("2".to_owned(), "ADMIN".to_owned())],
