@@ -51,6 +51,30 @@ pub const HONEST_PAGE: &str = "{ posts(first: 100) {
     pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
 } }";
 
+/// The most an event may take to reach another instance here: its delivery
+/// takes milliseconds (`benches/live` measures it); the rest is room for a
+/// loaded machine running the suite in parallel.
+pub const DELIVERY: Duration = Duration::from_secs(2);
+
+/// Whether `holds` becomes true within an event's delivery to another
+/// instance ([`DELIVERY`]), polled every 5 ms.
+pub async fn soon<F, Fut>(mut holds: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DELIVERY;
+    loop {
+        if holds().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Fails the test with the body if it carries errors.
 pub fn assert_no_errors(body: &Value) {
     assert!(body.get("errors").is_none(), "unexpected errors: {body}");
