@@ -187,12 +187,6 @@ impl<K: Hash + Eq + Weigh, V: Clone + Weigh> Cache<K, V> {
         state.forgotten += 1;
         state.retain(|entry| entry.owner != owner);
     }
-
-    /// How many copies it holds, and their weight in bytes.
-    pub fn size(&self) -> (usize, usize) {
-        let state = self.state();
-        (state.entries.len(), state.bytes)
-    }
 }
 
 impl<K: Hash + Eq, V> State<K, V> {

@@ -57,13 +57,23 @@ pub const HONEST_PAGE: &str = "{ posts(first: 100) {
 pub const DELIVERY: Duration = Duration::from_secs(2);
 
 /// Whether `holds` becomes true within an event's delivery to another
-/// instance ([`DELIVERY`]), polled every 5 ms.
-pub async fn soon<F, Fut>(mut holds: F) -> bool
+/// instance ([`DELIVERY`]).
+pub async fn soon<F, Fut>(holds: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + DELIVERY;
+    within(DELIVERY, holds).await
+}
+
+/// Whether `holds` is true at once or becomes true within `bound`, polled
+/// every 5 ms.
+pub async fn within<F, Fut>(bound: Duration, mut holds: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + bound;
     loop {
         if holds().await {
             return true;

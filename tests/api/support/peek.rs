@@ -272,7 +272,7 @@ impl TestApp {
         } else {
             Duration::ZERO
         };
-        poll(bound, holds).await
+        super::within(bound, holds).await
     }
 
     /// Whether `holds` becomes true after a change made in SQL that no
@@ -285,7 +285,7 @@ impl TestApp {
     {
         let remembers = self.on_postgres() || self.on_redis();
         let bound = blogql::cache::TRUSTED_FOR + Duration::from_secs(1);
-        poll(if remembers { bound } else { Duration::ZERO }, holds).await
+        super::within(if remembers { bound } else { Duration::ZERO }, holds).await
     }
 
     /// Deletes every session and API token where they are stored, as an
@@ -430,23 +430,5 @@ impl Drop for SqliteWriteLock {
         if let Some(holder) = self.holder.take() {
             let _ = holder.join();
         }
-    }
-}
-
-/// Whether `holds` is true at once or within `bound`, polled every 50 ms.
-async fn poll<F, Fut>(bound: Duration, mut holds: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + bound;
-    loop {
-        if holds().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
