@@ -188,9 +188,11 @@ impl App {
         let sockets = http::ws::Sockets::new(stopping.subscribe());
         let mut origins = vec![config.public_origin.clone()];
         origins.extend(config.cors_origins.iter().cloned());
+        let live_schema = graphql::live_schema(services.clone(), config.introspection);
         let state = AppState::from(http::Shared {
             schema: graphql::schema(services.clone(), config.introspection),
-            live_schema: graphql::live_schema(services.clone(), config.introspection),
+            fanout: http::ws::Fanout::new(live_schema.clone()),
+            live_schema,
             services,
             proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             persisted: persisted::PersistedQueries::new(redis.as_ref()),

@@ -5,11 +5,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection};
 use async_graphql::{Context, Enum, Subscription};
 use futures_util::Stream;
 use futures_util::stream;
 use tokio::sync::{Notify, broadcast, watch};
 
+use super::bounds;
 use super::context::RequestContext;
 use super::error::ApiError;
 use super::guard::ByCookie;
@@ -58,10 +60,39 @@ impl LiveSocket {
         }
     }
 
-    fn mark_behind(&self) {
+    /// Says that a subscription of this socket fell behind.
+    pub fn mark_behind(&self) {
         self.fell_behind.store(true, Ordering::Release);
         self.behind.notify_waiters();
     }
+}
+
+/// Root fields whose answer is the same for every caller: `Post` and all
+/// that is reachable from it (its author, their posts) read nothing of
+/// who asks. A field that ever does must take its root off this list, or
+/// one socket's view would be sent to every other.
+const SAME_FOR_EVERY_CALLER: &[&str] = &["postCreated", "__typename"];
+
+/// Whether the operation of `document` that runs (named `name`) answers
+/// the same for every caller, so one run may serve every socket that
+/// holds it: its root selects only fields of [`SAME_FOR_EVERY_CALLER`],
+/// with no fragments.
+pub fn same_for_every_caller(document: &ExecutableDocument, name: Option<&str>) -> bool {
+    let Some((_, operation)) = bounds::selected(document, name) else {
+        return false;
+    };
+    operation.ty == OperationType::Subscription
+        && operation
+            .selection_set
+            .node
+            .items
+            .iter()
+            .all(|item| match &item.node {
+                Selection::Field(field) => {
+                    SAME_FOR_EVERY_CALLER.contains(&field.node.name.node.as_str())
+                }
+                Selection::FragmentSpread(_) | Selection::InlineFragment(_) => false,
+            })
 }
 
 /// A `sessionEnded` not yet told, counted on its socket until dropped.

@@ -57,6 +57,8 @@ pub struct Shared {
     pub schema: BlogSchema,
     /// The same, with the subscription limits, for WebSockets.
     pub live_schema: BlogSchema,
+    /// The subscriptions every socket holding them shares.
+    pub fanout: ws::Fanout,
     /// The services the schema's resolvers use, for the steps before them.
     pub services: Arc<Services>,
     pub proxies: TrustedProxies,

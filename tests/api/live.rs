@@ -437,6 +437,131 @@ async fn a_subscriber_that_does_not_read_is_dropped_not_buffered() {
     assert_eq!(body["data"]["me"]["username"], "alice");
 }
 
+/// A subscription that costs a statement of its own for every new post
+/// (its author's latest posts), run by itself.
+const WITH_LATEST: &str = "subscription($n: Int) { postCreated { id author { posts(first: $n) { edges { node { title } } } } } }";
+
+/// Subscribes `socket` to [`WITH_LATEST`] under `id`, with `$n` = `n`.
+async fn subscribe_with_latest(socket: &mut crate::support::LiveClient, id: &str, n: i64) {
+    socket
+        .send(json!({"type": "subscribe", "id": id, "payload": {"query": WITH_LATEST, "variables": {"n": n}}}))
+        .await;
+}
+
+/// The next result of each of `ids` on `socket` (in whatever order they
+/// come): the titles of the author's latest posts, in the order of `ids`.
+async fn latest_of(socket: &mut crate::support::LiveClient, ids: &[&str]) -> Vec<Vec<String>> {
+    let mut results = vec![None; ids.len()];
+    while results.iter().any(Option::is_none) {
+        let message = socket.message().await;
+        assert_eq!(message["type"], "next", "{message}");
+        let at = ids
+            .iter()
+            .position(|id| message["id"] == *id)
+            .unwrap_or_else(|| panic!("only {ids:?}: {message}"));
+        assert!(results[at].is_none(), "one result each: {message}");
+        results[at] = Some(latest_titles(&message["payload"]["data"]));
+    }
+    results.into_iter().flatten().collect()
+}
+
+/// The titles of the author's latest posts, as `next_data` carries them.
+fn latest_titles(data: &serde_json::Value) -> Vec<String> {
+    data["postCreated"]["author"]["posts"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a page of posts: {data}"))
+        .iter()
+        .map(|edge| {
+            edge["node"]["title"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_holding_the_same_subscription_share_one_run_each_under_its_own_id() {
+    let app = TestApp::spawn().await;
+    let alice = signed_in(&app, "alice").await;
+    // What a post costs with one subscriber...
+    let mut first = app.subscriber(&app.browser()).await;
+    subscribe_with_latest(&mut first, "mine", 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = app.statements_executed();
+    let id = alice.create_post("one", "b").await;
+    assert_eq!(
+        first.next_data("mine").await["postCreated"]["id"],
+        id.as_str()
+    );
+    let alone = app.statements_executed() - before;
+    // ...and with twelve more sockets, each under an id of its own.
+    let mut others = Vec::new();
+    for n in 0..12 {
+        let mut socket = app.subscriber(&app.browser()).await;
+        subscribe_with_latest(&mut socket, &format!("s{n}"), 2).await;
+        others.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = app.statements_executed();
+    let id = alice.create_post("two", "b").await;
+    for (n, socket) in others.iter_mut().enumerate() {
+        let data = socket.next_data(&format!("s{n}")).await;
+        assert_eq!(data["postCreated"]["id"], id.as_str());
+        assert_eq!(latest_titles(&data), ["two", "one"]);
+    }
+    assert_eq!(
+        first.next_data("mine").await["postCreated"]["id"],
+        id.as_str()
+    );
+    let shared = app.statements_executed() - before;
+    // Run once per socket, it would cost twelve statements more.
+    assert!(
+        shared <= alone + 1,
+        "{shared} statements for 13 sockets against {alone} for one"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_answers_by_its_variables_and_outlives_a_socket_that_leaves() {
+    let app = TestApp::spawn().await;
+    let alice = signed_in(&app, "alice").await;
+    alice.create_post("older", "b").await;
+    let mut one = app.subscriber(&app.browser()).await;
+    subscribe_with_latest(&mut one, "a", 1).await;
+    let mut other = app.subscriber(&app.browser()).await;
+    subscribe_with_latest(&mut other, "a", 2).await;
+    subscribe_with_latest(&mut other, "b", 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.create_post("newer", "b").await;
+    assert_eq!(latest_of(&mut one, &["a"]).await, [vec!["newer"]]);
+    assert_eq!(
+        latest_of(&mut other, &["a", "b"]).await,
+        [vec!["newer", "older"], vec!["newer"]]
+    );
+    // The first socket goes; the other's subscription of the same
+    // operation goes on, and a new socket joins it.
+    one.send(json!({"type": "complete", "id": "a"})).await;
+    drop(one);
+    let mut joining = app.subscriber(&app.browser()).await;
+    subscribe_with_latest(&mut joining, "c", 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.create_post("newest", "b").await;
+    assert_eq!(
+        latest_of(&mut other, &["a", "b"]).await,
+        [vec!["newest", "newer"], vec!["newest"]]
+    );
+    assert_eq!(latest_of(&mut joining, &["c"]).await, [vec!["newest"]]);
+    // Every socket left: a new one starts the operation afresh.
+    drop((other, joining));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut last = app.subscriber(&app.browser()).await;
+    subscribe_with_latest(&mut last, "d", 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    alice.create_post("last", "b").await;
+    assert_eq!(latest_of(&mut last, &["d"]).await, [vec!["last"]]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_sockets_with_1001() {
     let app = TestApp::spawn().await;

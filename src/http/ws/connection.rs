@@ -14,8 +14,10 @@ use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _, future};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::fanout::Shared;
 use super::protocol::{
-    Budget, ClientMessage, Close, Gone, Read, Sink, Subscribe, read, send, timed,
+    Budget, ClientMessage, Close, Gone, Read, Sink, Subscribe, next_message, read, send, send_text,
+    timed,
 };
 use super::{INIT_TIMEOUT, LAST_WORDS, MAX_SUBSCRIPTIONS, PING_EVERY, SEND_TIMEOUT};
 use crate::auth::{Caller, Via};
@@ -23,14 +25,18 @@ use crate::events::EndReason;
 use crate::graphql::bounds;
 use crate::graphql::context::ClientAddr;
 use crate::graphql::error::{ErrorCode, ensure_codes, error_body, log_internal};
-use crate::graphql::live::LiveSocket;
+use crate::graphql::live::{self, LiveSocket};
 use crate::http::respond::is_request_error;
 use crate::http::{AppState, identity};
 use crate::telemetry::Open;
 
 /// What one operation's stream yields: a result, or its end.
 enum Output {
+    /// A result of this socket's own run of the operation.
     Result(Operation, Box<async_graphql::Response>),
+    /// A result of a run shared with every socket that holds the same
+    /// operation, serialized once.
+    Shared(Operation, Shared),
     Done(Operation),
 }
 
@@ -216,22 +222,18 @@ impl Connection {
                                 send(sink, json!({"type": "error", "id": id, "payload": errors["errors"]})).await?;
                                 continue;
                             }
-                            match self.start(payload) {
+                            let operation = Operation { id, serial: serials.next().unwrap_or_default() };
+                            match self.start(payload, &operation) {
                                 Ok(results) => {
                                     let (abort, registration) = AbortHandle::new_pair();
-                                    let operation = Operation { id, serial: serials.next().unwrap_or_default() };
                                     let active = self.state.services.metrics.subscription_started();
                                     running.insert(operation.id.clone(), (operation.serial, abort, active));
                                     let tagged = Abortable::new(results, registration)
-                                        .map({
-                                            let operation = operation.clone();
-                                            move |result| Output::Result(operation.clone(), Box::new(result))
-                                        })
                                         .chain(futures_util::stream::once(async move { Output::Done(operation) }));
                                     outputs.push(tagged.boxed());
                                 }
                                 Err(errors) => {
-                                    send(sink, json!({"type": "error", "id": id, "payload": errors})).await?;
+                                    send(sink, json!({"type": "error", "id": operation.id, "payload": errors})).await?;
                                 }
                             }
                         }
@@ -290,12 +292,15 @@ impl Connection {
         }
     }
 
-    /// Parses and bounds a `subscribe`, then runs it; the errors of an
-    /// operation that cannot run, as the `error` message carries them.
+    /// Parses and bounds a `subscribe`, then runs it as `operation` (on a
+    /// run shared with other sockets when its answer is the same for every
+    /// caller); the errors of an operation that cannot run, as the `error`
+    /// message carries them.
     fn start(
         &self,
         payload: Box<Subscribe>,
-    ) -> Result<BoxStream<'static, async_graphql::Response>, Value> {
+        operation: &Operation,
+    ) -> Result<BoxStream<'static, Output>, Value> {
         let refuse =
             |code: ErrorCode, message: &str| error_body(code, message, &[])["errors"].take();
         let Subscribe {
@@ -327,12 +332,25 @@ impl Connection {
                 &format!("Variable \"${missing}\" of required type was not provided."),
             ));
         }
+        let shared = live::same_for_every_caller(&parsed.document, name);
         request.set_parsed_query(parsed.document);
+        let operation = operation.clone();
+        if shared {
+            let results = self.state.fanout.join(request, self.live.clone());
+            return Ok(results
+                .map(move |result| Output::Shared(operation.clone(), result))
+                .boxed());
+        }
         let request = request
             .data(self.caller.clone())
             .data(ClientAddr(self.client))
             .data(self.live.clone());
-        Ok(self.state.live_schema.execute_stream(request).boxed())
+        Ok(self
+            .state
+            .live_schema
+            .execute_stream(request)
+            .map(move |result| Output::Result(operation.clone(), Box::new(result)))
+            .boxed())
     }
 }
 
@@ -361,6 +379,24 @@ async fn deliver(sink: &mut Sink, running: &mut Running, output: Output) -> Resu
                 let payload = serde_json::to_value(&response).unwrap_or_default();
                 send(sink, json!({"type": "next", "id": id, "payload": payload})).await
             }
+        }
+        Output::Shared(operation, Shared::Next(payload)) => {
+            if !is_running(running, &operation) {
+                return Ok(());
+            }
+            send_text(sink, next_message(&operation.id, &payload)).await
+        }
+        Output::Shared(operation, Shared::Refused(errors)) => {
+            if !is_running(running, &operation) {
+                return Ok(());
+            }
+            running.remove(&operation.id);
+            let id = serde_json::to_string(&operation.id).unwrap_or_default();
+            send_text(
+                sink,
+                format!(r#"{{"type":"error","id":{id},"payload":{errors}}}"#),
+            )
+            .await
         }
         Output::Done(operation) => {
             if is_running(running, &operation) {

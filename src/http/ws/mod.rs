@@ -3,7 +3,8 @@
 //! driven in a loop of our own.
 //!
 //! async-graphql parses, validates and executes each subscription
-//! (`Schema::execute_stream`); everything else is here, because its own
+//! (`Schema::execute_stream`), once for every socket holding it when its
+//! answer is the same for every caller (`fanout`); everything else is here, because its own
 //! WebSocket support (7.2) drops the upgrade request (no cookie, no
 //! `Origin`), cannot be closed from the server (so no 4401 when the session
 //! ends, no 1001 at shutdown), and answers the protocol's errors with other
@@ -16,6 +17,7 @@
 //! every `PING_EVERY` so that proxies keep idle sockets open.
 //!
 //! Here: the bounds, admitting an upgrade. `connection`: one socket's loop.
+//! `fanout`: the runs shared by every socket holding the same operation.
 //! `protocol`: the messages, the close codes, the message budget.
 
 use std::collections::HashMap;
@@ -256,9 +258,11 @@ fn offers_protocol(headers: &HeaderMap) -> bool {
 }
 
 mod connection;
+mod fanout;
 mod protocol;
 
 use connection::Connection;
+pub use fanout::Fanout;
 
 #[cfg(test)]
 mod tests {

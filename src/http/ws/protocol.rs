@@ -85,7 +85,25 @@ pub(super) fn read(message: Option<Result<Message, axum::Error>>) -> Result<Read
 }
 
 pub(super) async fn send(sink: &mut Sink, message: Value) -> Result<(), Gone> {
-    timed(sink.send(Message::Text(message.to_string().into()))).await
+    send_text(sink, message.to_string()).await
+}
+
+/// Sends a message already serialized.
+pub(super) async fn send_text(sink: &mut Sink, message: String) -> Result<(), Gone> {
+    timed(sink.send(Message::Text(message.into()))).await
+}
+
+/// The `next` message of operation `id` for `payload`, a result already
+/// serialized: the one allocation a shared result costs each socket.
+pub(super) fn next_message(id: &str, payload: &str) -> String {
+    let id = serde_json::to_string(id).unwrap_or_default();
+    let mut message = String::with_capacity(payload.len() + id.len() + 32);
+    message.push_str(r#"{"type":"next","id":"#);
+    message.push_str(&id);
+    message.push_str(r#","payload":"#);
+    message.push_str(payload);
+    message.push('}');
+    message
 }
 
 pub(super) async fn timed(sent: impl Future<Output = Result<(), axum::Error>>) -> Result<(), Gone> {
