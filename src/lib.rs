@@ -191,7 +191,7 @@ impl App {
         let live_schema = graphql::live_schema(services.clone(), config.introspection);
         let state = AppState::from(http::Shared {
             schema: graphql::schema(services.clone(), config.introspection),
-            fanout: http::ws::Fanout::new(live_schema.clone()),
+            fanout: http::ws::Fanout::new(live_schema.clone(), metrics.clone()),
             live_schema,
             services,
             proxies: TrustedProxies::new(config.trusted_proxies.clone()),

@@ -147,8 +147,19 @@ async fn measure_all(args: &Args, url: &str, redis: &BenchRedis, work: &Path) ->
         a.stop().await;
         b.stop().await;
     }
-    let server = Server::start(url, Some(redis), &folder(work, "fan-out")?, "server", &[]).await?;
-    fan_out(&server, args.subscribers, args.fanout_posts).await?;
+    // Metrics on: the server's own account of its fan-out.
+    let metrics = server::free_port()?;
+    let settings = [("BLOGQL_METRICS_BIND".to_owned(), metrics.to_string())];
+    let server = Server::start(
+        url,
+        Some(redis),
+        &folder(work, "fan-out")?,
+        "server",
+        &settings,
+    )
+    .await?;
+    let metrics = format!("http://{metrics}/metrics");
+    fan_out(&server, &metrics, args.subscribers, args.fanout_posts).await?;
     server.stop().await;
     Ok(())
 }
@@ -429,7 +440,52 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-async fn fan_out(server: &Server, subscribers: usize, posts: usize) -> BenchResult<()> {
+/// The server's CPU time so far (user and system), from `/proc`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's closing parenthesis: state is field 3, utime 14.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel's USER_HZ, 100 on every Linux this runs on.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The cumulative buckets of the histogram `name` in a Prometheus
+/// exposition: (upper bound, count), `+Inf` last.
+fn histogram_buckets(exposition: &str, name: &str) -> Vec<(f64, u64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    exposition
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (bound, count) = rest.split_once("\"} ")?;
+            let bound = if bound == "+Inf" {
+                f64::INFINITY
+            } else {
+                bound.parse().ok()?
+            };
+            Some((bound, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The bucket bound under which fraction `q` of the histogram's samples
+/// fall (Prometheus' own resolution: no finer than its buckets).
+fn bucket_quantile(buckets: &[(f64, u64)], q: f64) -> f64 {
+    let total = buckets.last().map_or(0, |(_, count)| *count);
+    let wanted = (q * total as f64).ceil() as u64;
+    buckets
+        .iter()
+        .find(|(_, count)| *count >= wanted)
+        .map_or(f64::INFINITY, |(bound, _)| *bound)
+}
+
+async fn fan_out(
+    server: &Server,
+    metrics: &str,
+    subscribers: usize,
+    posts: usize,
+) -> BenchResult<()> {
     let author = Http::new(server)?;
     author.register(&unique("fan")).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -481,6 +537,7 @@ async fn fan_out(server: &Server, subscribers: usize, posts: usize) -> BenchResu
         100.0 * 1024.0 / per_socket
     );
     let mut delays = Vec::with_capacity(posts);
+    let cpu_before = cpu_time(server.pid).ok_or("cannot read the server's CPU time")?;
     for n in 0..posts {
         let before = received.load(Ordering::Relaxed);
         let sent = Instant::now();
@@ -497,9 +554,21 @@ async fn fan_out(server: &Server, subscribers: usize, posts: usize) -> BenchResu
         }
         delays.push(sent.elapsed());
     }
+    let cpu = cpu_time(server.pid).ok_or("cannot read the server's CPU time")? - cpu_before;
     println!(
         "fan-out: createPost -> the last of {subscribers} subscribers on one instance, {}",
         summary(&delays)
+    );
+    let exposition = reqwest::get(metrics).await?.text().await?;
+    let buckets = histogram_buckets(&exposition, "blogql_subscription_fanout_seconds");
+    let per_post = cpu.as_secs_f64() / posts as f64;
+    println!(
+        "fan-out, as the server saw it: result ready -> frame written on the last socket, p50 <= {} ms, p99 <= {} ms (its histogram's buckets, n = {}); server CPU {:.1} ms per post, {:.1} us per subscriber",
+        bucket_quantile(&buckets, 0.5) * 1000.0,
+        bucket_quantile(&buckets, 0.99) * 1000.0,
+        buckets.last().map_or(0, |(_, count)| *count),
+        per_post * 1000.0,
+        per_post * 1e6 / subscribers as f64
     );
     readers.abort_all();
     Ok(())

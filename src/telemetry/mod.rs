@@ -149,6 +149,7 @@ struct Handles {
     sessions_ended: Vec<Counter>,
     websockets: Gauge,
     subscriptions: Gauge,
+    fanouts: Histogram,
     store_errors: Vec<Counter>,
     bus_healthy: Gauge,
     bus_reconnections: Counter,
@@ -245,6 +246,7 @@ impl Metrics {
                 .collect(),
             websockets: r.gauge("blogql_websockets_open", &[]),
             subscriptions: r.gauge("blogql_subscriptions_active", &[]),
+            fanouts: r.histogram("blogql_subscription_fanout_seconds", &[]),
             store_errors: Store::ALL
                 .iter()
                 .map(|s| r.counter("blogql_store_errors_total", &[("store", s.as_str())]))
@@ -310,6 +312,12 @@ impl Metrics {
     /// A subscription started: counted active until the guard is dropped.
     pub fn subscription_started(&self) -> Open {
         Open::new(&self.inner.subscriptions)
+    }
+
+    /// A shared subscription's result reached the last of its sockets,
+    /// `took` after it was ready.
+    pub fn fanned_out(&self, took: Duration) {
+        self.inner.fanouts.record(took.as_secs_f64());
     }
 
     /// A store failed a request.
@@ -450,6 +458,12 @@ impl Registrar<'_> {
             KeyName::from("blogql_graphql_request_duration_seconds"),
             Some(metrics::Unit::Seconds),
             "Time from a GraphQL request's arrival to its answer, by operation type".into(),
+        );
+        r.describe_histogram(
+            KeyName::from("blogql_subscription_fanout_seconds"),
+            Some(metrics::Unit::Seconds),
+            "Time from a shared subscription's result to its frame written on the last of its sockets"
+                .into(),
         );
     }
 }

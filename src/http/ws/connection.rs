@@ -194,8 +194,26 @@ impl Connection {
         let mut pings =
             tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         let mut heard_at = tokio::time::Instant::now();
+        // Made once, not at every turn: a socket turns once per frame.
+        let stopped = stopping.changed();
+        tokio::pin!(stopped);
+        let fell_behind = self.live.fell_behind();
+        tokio::pin!(fell_behind);
         loop {
+            // In this order: an end before anything else; a result without
+            // polling the rest (ten thousand sockets turn for each post).
             tokio::select! {
+                biased;
+                _ = &mut stopped => return Ok(Close::GOING_AWAY),
+                reason = &mut session_end => {
+                    self.live.end(reason);
+                    self.last_words(sink, &mut running, &mut outputs).await?;
+                    return Ok(Close::SESSION_ENDED);
+                }
+                () = &mut fell_behind => return Ok(Close::FELL_BEHIND),
+                Some(output) = outputs.next(), if !outputs.is_empty() => {
+                    deliver(sink, &mut running, output).await?;
+                }
                 message = incoming.next() => {
                     heard_at = tokio::time::Instant::now();
                     if !budget.spend() {
@@ -245,15 +263,6 @@ impl Connection {
                         Read::Bad => return Ok(Close::BAD_MESSAGE),
                     }
                 }
-                Some(output) = outputs.next(), if !outputs.is_empty() => {
-                    deliver(sink, &mut running, output).await?;
-                }
-                reason = &mut session_end => {
-                    self.live.end(reason);
-                    self.last_words(sink, &mut running, &mut outputs).await?;
-                    return Ok(Close::SESSION_ENDED);
-                }
-                () = self.live.fell_behind() => return Ok(Close::FELL_BEHIND),
                 _ = pings.tick() => {
                     // Not even the pong of the last ping: the peer is gone
                     // (a dropped NAT mapping leaves no trace otherwise).
@@ -262,7 +271,6 @@ impl Connection {
                     }
                     timed(sink.send(Message::Ping(Default::default()))).await?;
                 }
-                _ = stopping.changed() => return Ok(Close::GOING_AWAY),
             }
         }
     }

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Instant;
 
 use futures_util::stream::{self, BoxStream};
 use futures_util::{Stream, StreamExt as _};
@@ -25,6 +26,7 @@ use crate::graphql::BlogSchema;
 use crate::graphql::error::ensure_codes;
 use crate::graphql::live::LiveSocket;
 use crate::http::respond::is_request_error;
+use crate::telemetry::Metrics;
 
 /// Results kept for a socket that is slow to take them; one further behind
 /// is closed (1013), as it would be behind the post feed.
@@ -34,10 +36,32 @@ const BACKLOG: usize = 256;
 #[derive(Clone)]
 pub(super) enum Shared {
     /// A result: the `payload` of a `next` message, serialized once.
-    Next(Arc<str>),
+    Next(Arc<Payload>),
     /// Refused before it ran (it did not validate): the `payload` of an
     /// `error` message. Nothing follows.
     Refused(Arc<str>),
+}
+
+/// A result serialized once, held by each socket until its frame is
+/// written: when the last lets go, the fan-out's time is recorded.
+pub(super) struct Payload {
+    json: Box<str>,
+    ready_at: Instant,
+    metrics: Metrics,
+}
+
+impl std::ops::Deref for Payload {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.json
+    }
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        self.metrics.fanned_out(self.ready_at.elapsed());
+    }
 }
 
 /// What a run broadcasts: its results, then how it ended.
@@ -64,6 +88,7 @@ struct Key {
 #[derive(Clone)]
 pub struct Fanout {
     schema: BlogSchema,
+    metrics: Metrics,
     runs: Runs,
 }
 
@@ -79,10 +104,12 @@ struct Run {
 }
 
 impl Fanout {
-    /// Shared runs of `schema` (the live one, with its limits).
-    pub fn new(schema: BlogSchema) -> Self {
+    /// Shared runs of `schema` (the live one, with its limits), timed
+    /// into `metrics`.
+    pub fn new(schema: BlogSchema, metrics: Metrics) -> Self {
         Self {
             schema,
+            metrics,
             runs: Arc::default(),
         }
     }
@@ -134,6 +161,7 @@ impl Fanout {
             let task = tokio::spawn(run(
                 results,
                 live,
+                self.metrics.clone(),
                 said.clone(),
                 self.runs.clone(),
                 me.clone(),
@@ -157,6 +185,7 @@ fn lock(runs: &Runs) -> MutexGuard<'_, HashMap<Key, Weak<Run>>> {
 async fn run(
     mut results: BoxStream<'static, async_graphql::Response>,
     live: Arc<LiveSocket>,
+    metrics: Metrics,
     said: broadcast::Sender<Said>,
     runs: Runs,
     me: Weak<Run>,
@@ -174,9 +203,16 @@ async fn run(
             let errors = serde_json::to_string(&response.errors).unwrap_or_default();
             break Said::Result(Shared::Refused(errors.into()));
         }
-        let payload = serde_json::to_string(&response).unwrap_or_default();
         // Nobody listening: the run is about to be stopped.
-        let _ = said.send(Said::Result(Shared::Next(payload.into())));
+        if said.receiver_count() == 0 {
+            continue;
+        }
+        let payload = Payload {
+            json: serde_json::to_string(&response).unwrap_or_default().into(),
+            ready_at: Instant::now(),
+            metrics: metrics.clone(),
+        };
+        let _ = said.send(Said::Result(Shared::Next(Arc::new(payload))));
     };
     let mut runs = lock(&runs);
     // `me` still runs: its subscribers are waiting for this.
