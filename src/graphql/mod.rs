@@ -112,9 +112,10 @@ pub fn schema(services: Arc<Services>, introspection: bool) -> BlogSchema {
     finish(builder().data(services), introspection)
 }
 
-/// Costliest subscription accepted: it runs again for every new post, on
-/// every socket that holds it (a post with its author and a few of theirs
-/// fits; a page of bodies does not).
+/// Costliest subscription accepted: it runs again for every new post, once
+/// for each distinct operation (sockets holding the same one share its run,
+/// but every socket may hold one of its own making); a post with its author
+/// and a few of theirs fits, a page of bodies does not.
 pub const MAX_SUBSCRIPTION_COMPLEXITY: usize = 200;
 /// Deepest subscription accepted.
 pub const MAX_SUBSCRIPTION_DEPTH: usize = 8;

@@ -279,6 +279,11 @@ store_tests! {
         socket.subscribe("p", POST_CREATED).await;
         until(&app, "blogql_subscriptions_active", 1.0).await;
         assert_eq!(app.scrape().await.get("blogql_websockets_open"), 1.0);
+        // A new post reaches it: one fan-out timed, from the first scrape on.
+        assert_eq!(after.get("blogql_subscription_fanout_seconds_count"), 0.0);
+        let id = alice.create_post("timed", "b").await;
+        assert_eq!(socket.next_data("p").await["postCreated"]["id"], id.as_str());
+        until(&app, "blogql_subscription_fanout_seconds_count", 1.0).await;
         socket.send(json!({ "type": "complete", "id": "p" })).await;
         until(&app, "blogql_subscriptions_active", 0.0).await;
         assert_eq!(app.scrape().await.get("blogql_websockets_open"), 1.0);

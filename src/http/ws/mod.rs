@@ -49,8 +49,10 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest message: a query at its limit, and its variables.
 const MAX_MESSAGE_BYTES: usize = MAX_QUERY_BYTES + 28 * 1024;
-/// What a socket reads into at first.
-const READ_BUFFER_BYTES: usize = 4096;
+/// What a socket reads into, and at most at once: a client's messages are
+/// mostly a few hundred bytes (a larger one takes several reads), and
+/// every idle socket keeps its buffer.
+const READ_BUFFER_BYTES: usize = 1024;
 /// Operations running at once on one socket.
 const MAX_SUBSCRIPTIONS: usize = 10;
 /// Sockets open at once from one client address, and in all.
@@ -200,6 +202,7 @@ pub async fn upgrade(
         );
     }
     let client = state.proxies.client(peer.ip(), &headers);
+    let headers = detached(&headers);
     let caller = match identity::identify(&state, &headers, client).await {
         Ok(caller) => caller,
         Err(mut refused) => {
@@ -248,6 +251,28 @@ pub async fn upgrade(
     response
 }
 
+/// The headers a socket keeps for its life (who it is: the cookie, a
+/// token, the user agent; and what an error is answered in), copied: a
+/// request's header values are slices of the buffer it was read into
+/// (16 KiB), which one kept value would hold for as long as the socket.
+fn detached(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in [
+        header::COOKIE,
+        header::AUTHORIZATION,
+        header::USER_AGENT,
+        header::ACCEPT,
+    ] {
+        for value in headers.get_all(&name) {
+            if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+                copy.set_sensitive(value.is_sensitive());
+                kept.append(name.clone(), copy);
+            }
+        }
+    }
+    kept
+}
+
 fn offers_protocol(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -267,6 +292,23 @@ pub use fanout::Fanout;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_keeps_copies_of_the_headers_it_needs_not_the_buffer_they_came_in() {
+        let buffer = axum::body::Bytes::from_static(b"sid=abc; theme=darkcurl/8.0text/html");
+        let slice = |from, to| HeaderValue::from_maybe_shared(buffer.slice(from..to)).unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, slice(0, 19));
+        headers.insert(header::USER_AGENT, slice(19, 27));
+        headers.insert(header::REFERER, slice(27, 36));
+        let kept = detached(&headers);
+        assert_eq!(kept.len(), 2);
+        for name in [header::COOKIE, header::USER_AGENT] {
+            assert_eq!(kept[&name], headers[&name]);
+            let at = kept[&name].as_bytes().as_ptr();
+            assert!(!buffer.as_ptr_range().contains(&at), "{name} is a copy");
+        }
+    }
 
     #[test]
     fn an_ipv6_client_counts_by_its_64_and_others_by_their_address() {
