@@ -57,21 +57,37 @@ pub(super) struct Connection {
     pub(super) headers: HeaderMap,
     pub(super) caller: Arc<Caller>,
     pub(super) live: Arc<LiveSocket>,
+    /// Its place among the open sockets, given up when it is dropped.
+    #[allow(dead_code, reason = "held, never read")]
+    pub(super) slot: super::Slot,
 }
 
 impl Connection {
-    pub(super) async fn serve(mut self, socket: WebSocket) {
+    /// Serves `socket` until it closes. Not an `async fn`: the socket is
+    /// split before the future is made, so that the future (kept for as
+    /// long as the socket is open) holds its two halves and not, besides,
+    /// the room of the whole.
+    pub(super) fn serve(
+        mut self: Box<Self>,
+        socket: WebSocket,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let open = self.state.services.metrics.websocket_opened();
         let (mut sink, mut incoming) = socket.split();
-        let close = match self.run(&mut sink, &mut incoming).await {
-            Ok(close) => close,
-            // The client left, or does not read.
-            Err(Gone) => return,
-        };
-        let frame = CloseFrame {
-            code: close.0,
-            reason: close.1.into(),
-        };
-        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+        async move {
+            // Counted open until this ends.
+            let _open = open;
+            let close = match self.run(&mut sink, &mut incoming).await {
+                Ok(close) => close,
+                // The client left, or does not read.
+                Err(Gone) => return,
+            };
+            let frame = CloseFrame {
+                code: close.0,
+                reason: close.1.into(),
+            };
+            let _ =
+                tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
+        }
     }
 
     /// The protocol, until the socket must close (and with what), or the

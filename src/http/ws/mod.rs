@@ -226,6 +226,15 @@ pub async fn upgrade(
             "too many WebSockets open from this address",
         );
     };
+    // One pointer for the upgrade's task to hold until the socket opens.
+    let connection = Box::new(Connection {
+        state,
+        client,
+        headers,
+        caller: Arc::new(caller),
+        live: Arc::new(LiveSocket::default()),
+        slot,
+    });
     let mut response = upgrade
         .protocols([PROTOCOL])
         // tungstenite's defaults hold 128 KiB per socket for reading, idle
@@ -235,18 +244,7 @@ pub async fn upgrade(
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .max_write_buffer_size(4 * MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| async move {
-            let open = state.services.metrics.websocket_opened();
-            let connection = Connection {
-                state,
-                client,
-                headers,
-                caller: Arc::new(caller),
-                live: Arc::new(LiveSocket::default()),
-            };
-            connection.serve(socket).await;
-            drop((slot, open));
-        });
+        .on_upgrade(move |socket| connection.serve(socket));
     note.attach(&mut response);
     response
 }
