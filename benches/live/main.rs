@@ -12,8 +12,11 @@
 //! - one instance holding `--subscribers` idle `postCreated` sockets: the
 //!   memory they take (RSS above the same server idle), and how long one
 //!   `createPost` takes to reach the last of them (p50/p99 over
-//!   `--fanout-posts`). The sockets come from many loopback addresses
-//!   (127.0.1.0/24 and up), since one address may hold 64.
+//!   `--fanout-posts`), as the clients see it and as the server's own
+//!   `blogql_subscription_fanout_seconds` does (its metrics listener on),
+//!   with the server's CPU time per post. The sockets come from many
+//!   loopback addresses (127.0.1.0/24 and up), since one address may hold
+//!   64.
 //!
 //! The clients run in this process on the same machine: every figure
 //! includes their share of the two cores. Everything is on loopback; the
