@@ -75,7 +75,7 @@ const SAME_FOR_EVERY_CALLER: &[&str] = &["postCreated", "__typename"];
 
 /// Whether the operation of `document` that runs (named `name`) answers
 /// the same for every caller, so one run may serve every socket that
-/// holds it: its root selects only fields of [`SAME_FOR_EVERY_CALLER`],
+/// holds it: its root selects only fields of `SAME_FOR_EVERY_CALLER`,
 /// with no fragments.
 pub fn same_for_every_caller(document: &ExecutableDocument, name: Option<&str>) -> bool {
     let Some((_, operation)) = bounds::selected(document, name) else {

@@ -3,7 +3,7 @@
 //! serialization, and one frame written per socket.
 //!
 //! A subscription whose answer is the same for every caller
-//! ([`live::same_for_every_caller`]) runs once per instance for each
+//! ([`crate::graphql::live::same_for_every_caller`]) runs once per instance for each
 //! distinct operation (its text, operation name and variables); its
 //! results are serialized once and broadcast, and each socket wraps the
 //! same bytes in a `next` message of its own id. It runs without a caller,
