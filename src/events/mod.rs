@@ -20,117 +20,34 @@
 //! reconnected with backoff and resubscribed, and every change of health
 //! bumps `Events::generation`, so that whatever depended on events
 //! re-checks what it holds.
+//!
+//! Here: the bus and its rules. `event`: what travels on it. `liveness`:
+//! heartbeats, silence, reconnection. `postgres`, `redis`: the backends.
 
+mod event;
+mod liveness;
 mod postgres;
 mod redis;
+
+pub use event::{EndReason, Event};
+use liveness::{Backoff, heartbeats};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 use crate::db::Db;
 
-/// How often an instance sends itself a heartbeat through the bus.
-const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
 /// Healthy while a heartbeat came back within this.
 const HEALTHY_WITHIN: Duration = Duration::from_secs(2);
-/// A connected listener that heard no heartbeat for this long is
-/// presumed dead, and replaced.
-const SILENT_FOR: Duration = Duration::from_secs(5);
+/// Attempts to publish an event again after it failed.
+const PUBLISH_RETRIES: usize = 16;
 /// Events kept for local subscribers that are slow to read them.
 const LOCAL_BACKLOG: usize = 4096;
 /// The PostgreSQL channel (per database, so per deployment).
 const CHANNEL: &str = "blogql_events";
-
-/// Why a session ended, as its subscribers are told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum EndReason {
-    /// Signed out (or signed in again over it).
-    LoggedOut,
-    /// Ended by its user from another session.
-    Revoked,
-    /// A timeout passed.
-    Expired,
-    /// Its user's password changed.
-    PasswordChanged,
-    /// Its user's role changed.
-    RoleChanged,
-}
-
-impl EndReason {
-    /// As the contract names it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::LoggedOut => "LOGGED_OUT",
-            Self::Revoked => "REVOKED",
-            Self::Expired => "EXPIRED",
-            Self::PasswordChanged => "PASSWORD_CHANGED",
-            Self::RoleChanged => "ROLE_CHANGED",
-        }
-    }
-}
-
-/// Something other instances must learn of. Sessions are named by their
-/// stored key (a hash of the session ID: it cannot be turned back into a
-/// cookie).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "e", rename_all = "snake_case")]
-pub enum Event {
-    /// One session ended.
-    SessionEnded {
-        key: String,
-        reason: EndReason,
-    },
-    /// Every session of `user` ended, but `except`.
-    UserSessionsEnded {
-        user: i64,
-        except: Option<String>,
-        reason: EndReason,
-    },
-    /// A session was given a new ID (its user's password changed).
-    SessionRenewed {
-        from: String,
-        to: String,
-    },
-    /// `user` was changed or deleted in SQL (announced by the database's
-    /// triggers): every remembered copy of theirs is stale.
-    UserChanged {
-        user: i64,
-    },
-    /// API tokens of `user` were revoked (one, or all of them).
-    TokensRevoked {
-        user: i64,
-    },
-    PostCreated {
-        id: i64,
-    },
-    PostUpdated {
-        id: i64,
-    },
-    PostDeleted {
-        id: i64,
-    },
-    /// An instance's proof that the path works, sent to itself.
-    Heartbeat {
-        instance: u64,
-        seq: u64,
-    },
-}
-
-impl Event {
-    fn encode(&self) -> String {
-        // A closed enum of numbers and short strings: it always serializes.
-        serde_json::to_string(self).unwrap_or_default()
-    }
-
-    fn decode(payload: &[u8]) -> Option<Self> {
-        serde_json::from_slice(payload).ok()
-    }
-}
 
 /// Publishing an event failed.
 #[derive(Debug, thiserror::Error)]
@@ -480,111 +397,5 @@ impl Events {
             }
         })
         .await;
-    }
-}
-
-/// Sends this instance's heartbeat, for as long as the bus lives.
-/// Also watches the heartbeats come back: the moment none did within
-/// `HEALTHY_WITHIN`, the generation is bumped (events may be lost from
-/// then on), before the listener gives up on its connection.
-async fn heartbeats(events: Events) {
-    let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut was_healthy = events.healthy();
-    for seq in 0.. {
-        ticks.tick().await;
-        let healthy = events.healthy();
-        if was_healthy && !healthy {
-            tracing::warn!(
-                bus = events.backend_name(),
-                "event bus: no heartbeat came back"
-            );
-            events.next_generation();
-        }
-        was_healthy = healthy;
-        let beat = Event::Heartbeat {
-            instance: events.inner.instance,
-            seq,
-        };
-        let sent = match &events.inner.backend {
-            // A beat never waits behind a slow connect: one that is not
-            // sent does not come back, which is what is measured.
-            Backend::Postgres { publisher, .. } => {
-                publisher.publish_without_waiting(beat.encode());
-                Ok(())
-            }
-            _ => events.try_publish(&beat).await,
-        };
-        if let Err(err) = sent {
-            tracing::debug!(error = %err, "cannot send a heartbeat");
-        }
-    }
-}
-
-/// Completes once no heartbeat came back for `SILENT_FOR` (and at least
-/// that long after it was called): a listener that hears nothing is
-/// presumed dead, whatever its connection says.
-async fn silent(events: &Events) {
-    let since = tokio::time::Instant::now();
-    let mut check = tokio::time::interval(SILENT_FOR / 5);
-    loop {
-        check.tick().await;
-        if since.elapsed() > SILENT_FOR && !events.heard_within(SILENT_FOR) {
-            return;
-        }
-    }
-}
-
-/// After a listener was lost (having been up `connected_for`): marks the
-/// gap, then calls `connect` with backoff until it subscribes again.
-async fn reconnect<T, F, C>(
-    events: &Events,
-    backoff: &mut Backoff,
-    connected_for: Duration,
-    mut connect: C,
-) -> T
-where
-    C: FnMut() -> F,
-    F: Future<Output = Result<T, StartError>>,
-{
-    events.gap();
-    events.inner.reconnections.fetch_add(1, Ordering::Relaxed);
-    backoff.after(connected_for);
-    loop {
-        backoff.wait().await;
-        match connect().await {
-            Ok(listener) => {
-                tracing::info!(bus = events.backend_name(), "event bus: subscribed again");
-                return listener;
-            }
-            Err(err) => tracing::warn!(error = %err, "event bus: cannot subscribe again"),
-        }
-    }
-}
-
-/// Attempts to publish an event again after it failed.
-const PUBLISH_RETRIES: usize = 16;
-/// A connection lost after this long starts its reconnection backoff afresh.
-const STAYED_UP: Duration = Duration::from_secs(30);
-
-/// Waits before the next attempt to reconnect: 100 ms, doubling to 5 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Self {
-        Self(Duration::from_millis(100))
-    }
-
-    /// Starts afresh when the connection it waited for stayed up a while
-    /// (one that dies at once keeps backing off).
-    fn after(&mut self, connected_for: Duration) {
-        if connected_for >= STAYED_UP {
-            *self = Self::new();
-        }
-    }
-
-    async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(Duration::from_secs(5));
     }
 }

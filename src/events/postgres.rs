@@ -14,7 +14,8 @@ use std::time::Duration;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::StreamExt as _;
 
-use super::{Backoff, CHANNEL, Event, Events, PublishError, StartError, reconnect, silent};
+use super::liveness::{Backoff, reconnect, silent};
+use super::{CHANNEL, Event, Events, PublishError, StartError};
 
 /// How long connecting and subscribing may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -10,7 +10,8 @@ use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::Notify;
 
-use super::{Backoff, Event, Events, StartError, reconnect, silent};
+use super::liveness::{Backoff, reconnect, silent};
+use super::{Event, Events, StartError};
 use crate::redis::{Redis, RedisError};
 
 /// How long connecting and subscribing may take.
