@@ -70,7 +70,9 @@ impl LiveSocket {
 /// Root fields whose answer is the same for every caller: `Post` and all
 /// that is reachable from it (its author, their posts) read nothing of
 /// who asks. A field that ever does must take its root off this list, or
-/// one socket's view would be sent to every other.
+/// one socket's view would be sent to every other (the test
+/// `everything_a_shared_post_shows_is_the_same_for_every_caller` asks every
+/// field introspection lists as three callers, and fails first).
 const SAME_FOR_EVERY_CALLER: &[&str] = &["postCreated", "__typename"];
 
 /// Whether the operation of `document` that runs (named `name`) answers

@@ -562,6 +562,97 @@ async fn a_shared_subscription_answers_by_its_variables_and_outlives_a_socket_th
     assert_eq!(latest_of(&mut last, &["d"]).await, [vec!["last"]]);
 }
 
+/// What introspection says of every type's fields.
+const TYPES: &str = "{ __schema { types { name fields { name \
+    args { type { kind } defaultValue } \
+    type { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }";
+
+/// Every field reachable from `name`, `depth` objects deep, as a selection
+/// set: fields with a required argument, and objects too deep to select
+/// anything in, are left out.
+fn every_field(types: &serde_json::Value, name: &str, depth: usize) -> String {
+    let Some(fields) = types
+        .as_array()
+        .and_then(|types| types.iter().find(|t| t["name"] == name))
+        .and_then(|t| t["fields"].as_array())
+    else {
+        return String::new();
+    };
+    let mut selection = Vec::new();
+    for field in fields {
+        let required = field["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|arg| arg["type"]["kind"] == "NON_NULL" && arg["defaultValue"].is_null());
+        if required {
+            continue;
+        }
+        let mut ty = &field["type"];
+        while ty["name"].is_null() {
+            ty = &ty["ofType"];
+        }
+        let field_name = field["name"].as_str().unwrap_or_default();
+        if ty["kind"] != "OBJECT" {
+            selection.push(field_name.to_owned());
+        } else if depth > 0 {
+            let inner = every_field(types, ty["name"].as_str().unwrap_or_default(), depth - 1);
+            if !inner.is_empty() {
+                selection.push(format!("{field_name} {{ {inner} }}"));
+            }
+        }
+    }
+    selection.join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_a_shared_post_shows_is_the_same_for_every_caller() {
+    // One run serves every socket holding `postCreated`, whoever opened
+    // it: that is sound only while nothing under `Post` depends on who
+    // asks. Every field introspection lists now, asked by the anonymous, a
+    // user and an admin, over HTTP and over a socket.
+    let app = TestApp::spawn().await;
+    let admin = app.admin("root").await;
+    let alice = signed_in(&app, "alice").await;
+    let anonymous = app.browser();
+    let types = anonymous.graphql(TYPES, json!({})).await;
+    assert_no_errors(&types);
+    let types = &types["data"]["__schema"]["types"];
+    // A socket's complexity limit allows the author's fields; a query's,
+    // their posts too.
+    let on_sockets = every_field(types, "Post", 3);
+    assert!(on_sockets.contains("author {"), "{on_sockets}");
+    let over_http = every_field(types, "Post", 4);
+    assert!(over_http.contains("posts {"), "{over_http}");
+    let mut sockets = Vec::new();
+    for caller in [&anonymous, &alice, &admin] {
+        let mut socket = app.subscriber(caller).await;
+        socket
+            .subscribe(
+                "all",
+                &format!("subscription {{ postCreated {{ {on_sockets} }} }}"),
+            )
+            .await;
+        sockets.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = alice.create_post("seen alike", "b").await;
+    for selection in [&over_http, &on_sockets] {
+        let query = format!("query($id: ID!) {{ post(id: $id) {{ {selection} }} }}");
+        let seen = anonymous.graphql(&query, json!({"id": id})).await;
+        assert_no_errors(&seen);
+        for caller in [&alice, &admin] {
+            assert_eq!(caller.graphql(&query, json!({"id": id})).await, seen);
+        }
+        if selection == &on_sockets {
+            for socket in &mut sockets {
+                let data = socket.next_data("all").await;
+                assert_eq!(data["postCreated"], seen["data"]["post"]);
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_sockets_with_1001() {
     let app = TestApp::spawn().await;
