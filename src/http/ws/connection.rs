@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::fanout::Shared;
 use super::protocol::{
-    Budget, ClientMessage, Close, Gone, Read, Sink, Subscribe, next_message, read, send, send_text,
+    Budget, ClientMessage, Close, Gone, Read, Sink, Subscribe, message_with, read, send, send_text,
     timed,
 };
 use super::{INIT_TIMEOUT, LAST_WORDS, MAX_SUBSCRIPTIONS, PING_EVERY, SEND_TIMEOUT};
@@ -411,19 +411,14 @@ async fn deliver(sink: &mut Sink, running: &mut Running, output: Output) -> Resu
             if !is_running(running, &operation) {
                 return Ok(());
             }
-            send_text(sink, next_message(&operation.id, &payload)).await
+            send_text(sink, message_with("next", &operation.id, &payload)).await
         }
         Output::Shared(operation, Shared::Refused(errors)) => {
             if !is_running(running, &operation) {
                 return Ok(());
             }
             running.remove(&operation.id);
-            let id = serde_json::to_string(&operation.id).unwrap_or_default();
-            send_text(
-                sink,
-                format!(r#"{{"type":"error","id":{id},"payload":{errors}}}"#),
-            )
-            .await
+            send_text(sink, message_with("error", &operation.id, &errors)).await
         }
         Output::Done(operation) => {
             if is_running(running, &operation) {

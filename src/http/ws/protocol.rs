@@ -93,12 +93,15 @@ pub(super) async fn send_text(sink: &mut Sink, message: String) -> Result<(), Go
     timed(sink.send(Message::Text(message.into()))).await
 }
 
-/// The `next` message of operation `id` for `payload`, a result already
-/// serialized: the one allocation a shared result costs each socket.
-pub(super) fn next_message(id: &str, payload: &str) -> String {
+/// The message of `kind` (`next`, `error`) for operation `id`, with
+/// `payload` already serialized: the one allocation a shared result costs
+/// each socket.
+pub(super) fn message_with(kind: &str, id: &str, payload: &str) -> String {
     let id = serde_json::to_string(id).unwrap_or_default();
     let mut message = String::with_capacity(payload.len() + id.len() + 32);
-    message.push_str(r#"{"type":"next","id":"#);
+    message.push_str(r#"{"type":""#);
+    message.push_str(kind);
+    message.push_str(r#"","id":"#);
     message.push_str(&id);
     message.push_str(r#","payload":"#);
     message.push_str(payload);
